@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench NAME [--quick]``; each measures against a baseline side by side."""

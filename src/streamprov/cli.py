@@ -1,0 +1,318 @@
+"""The ``streamprov`` command line. Parses, calls the app, prints; no business logic here.
+
+Every error a user can cause ends in one line on stderr and exit code 2; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from streamprov.app import App, RunSummary, Settings, check_window
+from streamprov.errors import InvalidInput, StreamprovError
+from streamprov.model import Chain, format_time_ns, parse_time_ns, validate_id
+from streamprov.runtime import JsonLinesSink, JsonLinesSource, Pipeline, load_pipeline
+from streamprov.store import ChainCursor
+
+app = typer.Typer(
+    name="streamprov",
+    help="Stream pipelines that record every record's provenance chain and replay any window "
+    "of time on other hardware.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+provenance_app = typer.Typer(help="Look up provenance chains: who touched a record, and when.",
+                             no_args_is_help=True)
+app.add_typer(provenance_app, name="provenance")
+
+# piped output is not cut to 80 columns: tables stay whole for grep and less
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where the stores live [env STREAMPROV_DATA_DIR; "
+                 "default ./streamprov-data].", show_default=False),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _app(data_dir: Path | None) -> App:
+    return App(Settings.resolve(data_dir))
+
+
+def fmt_ns(ns: float) -> str:
+    """A duration in the largest unit that keeps it readable."""
+    for unit, size in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if abs(ns) >= size:
+            return f"{ns / size:.2f} {unit}"
+    return f"{ns:.0f} ns"
+
+
+def _time(value: str, name: str) -> int:
+    return parse_time_ns(value, name)
+
+
+def _positive(value: int | None, name: str) -> None:
+    if value is not None and value <= 0:
+        raise InvalidInput(f"--{name} must be a positive number, got {value}", field=name)
+
+
+def _run_with_progress(application: App, pipeline: Pipeline, total: int | None,
+                       stream_id: str | None, label: str) -> RunSummary:
+    application.settings.ensure_data_dir()
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("records"), TimeElapsedColumn(), console=err, transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+
+        def update(done: int) -> None:
+            progress.update(task, completed=done)
+
+        return application.run(pipeline, stream_id=stream_id, on_progress=update)
+
+
+def _print_summary(summary: RunSummary, application: App, pipeline: Pipeline) -> None:
+    r = summary.result
+    oc = summary.outcomes
+    shape = " -> ".join(
+        [f"source x{pipeline.sources}"]
+        + [f"{s.name} x{s.parallelism}" if s.parallelism > 1 else s.name
+           for s in pipeline.stages]
+    )
+    table = Table(title=f"stream [bold]{r.stream_id}[/]: {shape}", show_header=False,
+                  title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    total = oc["delivered"] + oc["dropped"] + oc["failed"]  # type: ignore[index]
+    balance = "balances" if total == r.ingested else f"MISMATCH: {total} chains"
+    table.add_row("records in", f"{r.ingested:,}")
+    table.add_row("records out", f"{r.delivered:,} delivered, {r.dropped:,} dropped, "
+                  f"{r.failed:,} failed ({balance})")
+    table.add_row("throughput", f"{r.throughput:,.0f} records/s over {r.duration_s:.2f} s")
+    lat = summary.latency
+    table.add_row("latency (from chains)", f"p50 {fmt_ns(lat.p50_ns)}, p99 {fmt_ns(lat.p99_ns)},"
+                  f" max {fmt_ns(lat.max_ns)} over {lat.count:,} chains")
+    table.add_row("provenance", f"{summary.provenance_rows:,} hop rows written "
+                  f"for {r.chains_written:,} chains")
+    s = application.settings
+    table.add_row("stream log", s.stream_log_url)
+    table.add_row("provenance store", s.provenance_url)
+    out.print(table)
+
+
+# -- commands ---------------------------------------------------------------------------------
+@app.command()
+def demo(
+    records: Annotated[int, typer.Option(help="Synthetic records to push through.")] = 20_000,
+    sources: Annotated[int, typer.Option(help="Independent ingest sources.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic generator.")] = 7,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the demo pipeline on embedded stores and show what provenance tells about it."""
+    from streamprov.examples.demo import build
+
+    _positive(records, "records")
+    _positive(sources, "sources")
+    application = _app(data_dir)
+    pipeline = build(records=records, sources=sources, seed=seed)
+    summary = _run_with_progress(application, pipeline, records, None, "demo")
+    _print_summary(summary, application, pipeline)
+    with application.provenance() as store:
+        sample = store.window(summary.result.stream_id, 0, 2**63 - 1, limit=1)
+    example = sample[0].record_id if sample else 0
+    dd = f" --data-dir {data_dir}" if data_dir else ""
+    out.print("\n[bold]Try next[/]")
+    out.print(f"  streamprov streams{dd}")
+    out.print(f"  streamprov provenance show demo {example}{dd}")
+    out.print(f"  streamprov provenance query demo --start 0 --end now --limit 5{dd}")
+
+
+@app.command()
+def run(
+    pipeline_ref: Annotated[str, typer.Argument(metavar="PIPELINE",
+                                                help="Import path, package.module:name.")],
+    records: Annotated[int | None, typer.Option(
+        help="Records for a synthetic source (replaces its count).")] = None,
+    input_path: Annotated[str | None, typer.Option(
+        "--input", help="Read JSON Lines from this file ('-' for stdin) instead of the "
+        "pipeline's source.")] = None,
+    key_field: Annotated[str | None, typer.Option(
+        help="With --input: payload field used as record key.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="Write delivered records as JSON Lines to this file (replaces the sink).")] = None,
+    stream: Annotated[str | None, typer.Option(
+        help="Stream id [default: the pipeline's name].")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run a user pipeline, given by import path, until its source ends."""
+    from dataclasses import replace
+
+    from streamprov.runtime import SyntheticSource
+
+    _positive(records, "records")
+    if stream is not None:
+        validate_id(stream, "stream")
+    pipeline = load_pipeline(pipeline_ref)
+    total: int | None = None
+    if input_path is not None:
+        pipeline = pipeline.with_source(JsonLinesSource(input_path, key_field), sources=1)
+    elif records is not None:
+        if not isinstance(pipeline.source, SyntheticSource):
+            raise InvalidInput("--records applies to synthetic sources; use --input for files",
+                               field="records")
+        pipeline = pipeline.with_source(replace(pipeline.source, records=records))
+    if isinstance(pipeline.source, SyntheticSource):
+        total = pipeline.source.records
+    if output is not None:
+        pipeline = pipeline.with_sink(JsonLinesSink(output))
+    application = _app(data_dir)
+    summary = _run_with_progress(application, pipeline, total, stream, pipeline.name)
+    _print_summary(summary, application, pipeline)
+
+
+@app.command()
+def streams(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
+    """List streams with their record counts and first/last hop-0 times."""
+    application = _app(data_dir)
+    with application.provenance() as store:
+        summaries = store.streams()
+    with application.stream_log() as log:
+        counts = {s.stream_id: log.count(s.stream_id) for s in summaries}
+    if as_json:
+        for s in summaries:
+            sys.stdout.write(orjson.dumps({
+                "streamId": s.stream_id, "records": counts[s.stream_id], "chains": s.chains,
+                "firstNs": s.first_ns, "lastNs": s.last_ns,
+            }).decode() + "\n")
+        return
+    if not summaries:
+        out.print(f"no streams in {application.settings.data_dir}; try: streamprov demo")
+        return
+    table = Table("stream", "records", "chains", "first hop 0", "last hop 0")
+    for s in summaries:
+        table.add_row(s.stream_id, f"{counts[s.stream_id]:,}", f"{s.chains:,}",
+                      format_time_ns(s.first_ns) if s.first_ns is not None else "-",
+                      format_time_ns(s.last_ns) if s.last_ns is not None else "-")
+    out.print(table)
+
+
+def _print_chain(chain: Chain) -> None:
+    title = f"stream {chain.stream_id} record {chain.record_id}"
+    if chain.branch:
+        title += f" branch {chain.branch}"
+    table = Table("hop", "node", "timestamp", "since hop 0", "since previous", "logical",
+                  "error bound", title=f"{title}: [bold]{chain.outcome.value}[/]",
+                  title_justify="left")
+    t0 = chain.hops[0].timestamp_ns
+    prev = t0
+    for i, hop in enumerate(chain.hops):
+        table.add_row(str(i), hop.node_id, format_time_ns(hop.timestamp_ns),
+                      fmt_ns(hop.timestamp_ns - t0), fmt_ns(hop.timestamp_ns - prev),
+                      str(hop.logical), fmt_ns(hop.error_ns) if hop.error_ns else "-")
+        prev = hop.timestamp_ns
+    out.print(table)
+    if chain.error:
+        out.print(f"[red]error:[/] {chain.error}")
+
+
+@provenance_app.command("show")
+def provenance_show(
+    stream: Annotated[str, typer.Argument(help="Stream id.")],
+    record: Annotated[int, typer.Argument(help="Record id.")],
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """One record's provenance chain (one per branch) and how its path ended."""
+    chains = _app(data_dir).record_chains(stream, record)
+    for chain in chains:
+        if as_json:
+            sys.stdout.write(orjson.dumps(chain.to_json()).decode() + "\n")
+        else:
+            _print_chain(chain)
+
+
+def _time_or_now(value: str, name: str) -> int:
+    if value == "now":
+        import time
+
+        return time.time_ns()
+    return _time(value, name)
+
+
+@provenance_app.command("query")
+def provenance_query(
+    stream: Annotated[str, typer.Argument(help="Stream id.")],
+    start: Annotated[str, typer.Option(help="Window start, inclusive: int ns or RFC 3339.")],
+    end: Annotated[str, typer.Option(help="Window end, exclusive: int ns, RFC 3339 or 'now'.")],
+    limit: Annotated[int | None, typer.Option(help="At most this many chains.")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Chains whose hop 0 lies in [start, end), in the stream's original order."""
+    start_ns = _time_or_now(start, "start")
+    end_ns = _time_or_now(end, "end")
+    check_window(start_ns, end_ns)
+    _positive(limit, "limit")
+    application = _app(data_dir)
+    with application.provenance() as store:
+        application.require_stream(store, stream)
+        shown = 0
+        table = Table("record", "outcome", "hops", "hop 0", "latency", "path")
+        cursor: ChainCursor | None = None
+        while limit is None or shown < limit:
+            page = store.window(stream, start_ns, end_ns, after=cursor,
+                                limit=min(1000, limit - shown) if limit else 1000)
+            if not page:
+                break
+            for chain in page:
+                if as_json:
+                    sys.stdout.write(orjson.dumps(chain.to_json()).decode() + "\n")
+                else:
+                    table.add_row(str(chain.record_id), chain.outcome.value,
+                                  str(len(chain.hops)), format_time_ns(chain.origin_ns),
+                                  fmt_ns(chain.latency_ns),
+                                  " > ".join(h.node_id.split("/", 1)[-1] for h in chain.hops))
+            shown += len(page)
+            cursor = ChainCursor.after(page[-1])
+            if not as_json and shown >= 1000 and limit is None:
+                break
+    if not as_json:
+        out.print(table)
+        out.print(f"{shown:,} chains" + (" (first 1,000; use --limit or --json for more)"
+                                        if limit is None and shown >= 1000 else ""))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: map every expected error to one line and exit code 2."""
+    try:
+        code: Any = app(args=argv, prog_name="streamprov", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("streamprov: aborted\n")
+        code = 130
+    except KeyboardInterrupt:
+        sys.stderr.write("streamprov: interrupted\n")
+        code = 130
+    except StreamprovError as exc:
+        sys.stderr.write(f"streamprov: error: {' '.join(str(exc).split())}\n")
+        code = 2
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Example pipelines shipped with streamprov (the demo among them)."""

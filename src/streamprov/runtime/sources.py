@@ -1,0 +1,169 @@
+"""Where records come from: a seeded synthetic generator and JSON Lines (file or stdin).
+
+A source is instantiated once per ingest instance (``index`` of ``count``) in that
+instance's process and yields ``SourceChunk``s; the instance stamps hop 0 on them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing import reduction
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from streamprov.errors import InvalidInput
+
+
+@dataclass(slots=True)
+class SourceChunk:
+    """Payloads read together, plus items that could not be read (raw text, error)."""
+
+    payloads: list[Any]
+    keys: list[Any] | None = None
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Source(Protocol):
+    """A record source.
+
+    ``read`` runs in the ingest instance's process and may block (rate limiting, a slow
+    file). It is called once per instance, with distinct ``index`` in ``range(count)``; the
+    instances together must produce each record once. Nothing is guaranteed about records a
+    crashed instance had read but not yet yielded: a source that must not lose them has to be
+    replayable from its origin.
+    """
+
+    @property
+    def max_instances(self) -> int | None:
+        """How many instances may read in parallel (None: no limit)."""
+        ...
+
+    def read(self, index: int, count: int, batch_size: int) -> Iterator[SourceChunk]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticSource:
+    """Seeded generator of ``{"user", "amount", "seq", "source"}`` payloads keyed by user.
+
+    ``records`` is the total over all instances (None: until stopped); ``rate`` is records/s
+    per instance (None: as fast as possible). The same seed, records and instance count give
+    the same payloads.
+    """
+
+    records: int | None = None
+    rate: float | None = None
+    keys: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.records is not None and self.records <= 0:
+            raise InvalidInput("records must be a positive number", field="records")
+        if self.rate is not None and not self.rate > 0:
+            raise InvalidInput("rate must be positive", field="rate")
+        if self.keys <= 0:
+            raise InvalidInput("keys must be positive", field="keys")
+
+    @property
+    def max_instances(self) -> int | None:
+        return None
+
+    def share(self, index: int, count: int) -> int | None:
+        if self.records is None:
+            return None
+        base, extra = divmod(self.records, count)
+        return base + (1 if index < extra else 0)
+
+    def read(self, index: int, count: int, batch_size: int) -> Iterator[SourceChunk]:
+        rng = np.random.default_rng([self.seed, index])
+        total = self.share(index, count)
+        produced = 0
+        started = time.monotonic()
+        while total is None or produced < total:
+            n = batch_size if total is None else min(batch_size, total - produced)
+            if self.rate is not None:
+                due = started + produced / self.rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            keys = rng.integers(0, self.keys, n).tolist()
+            amounts = np.round(rng.random(n) * 100.0, 2).tolist()
+            users = [f"u{k}" for k in keys]
+            payloads = [
+                {"user": u, "amount": a, "seq": produced + i, "source": index}
+                for i, (u, a) in enumerate(zip(users, amounts, strict=True))
+            ]
+            produced += n
+            yield SourceChunk(payloads, users)
+
+
+class _InheritedFd:
+    """A file descriptor handed to a worker process (stdin, for ``-``)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_InheritedFd._rebuild, (reduction.DupFd(self.fd),))
+
+    @staticmethod
+    def _rebuild(dup: Any) -> _InheritedFd:
+        return _InheritedFd(dup.detach())
+
+
+class JsonLinesSource:
+    """One JSON document per line from a file, or stdin when ``path`` is ``-``.
+
+    A line that is not valid JSON becomes a ``failed`` record (its raw text in the stream log,
+    the line number in the error); blank lines are skipped. ``key_field`` names the payload
+    field used as the record key.
+    """
+
+    def __init__(self, path: str, key_field: str | None = None) -> None:
+        self.path = path
+        self.key_field = key_field
+        self._stdin: _InheritedFd | None = _InheritedFd(0) if path == "-" else None
+        if path != "-":
+            p = Path(path)
+            if not p.is_file():
+                raise InvalidInput(f"input {path}: no such file", field="input")
+            if not os.access(p, os.R_OK):
+                raise InvalidInput(f"input {path}: not readable", field="input")
+
+    @property
+    def max_instances(self) -> int | None:
+        return 1
+
+    def _open(self) -> io.BufferedReader:
+        if self._stdin is not None:
+            return os.fdopen(self._stdin.fd, "rb")
+        return open(self.path, "rb")
+
+    def read(self, index: int, count: int, batch_size: int) -> Iterator[SourceChunk]:
+        kf = self.key_field
+        with self._open() as fh:
+            chunk = SourceChunk([], [] if kf else None)
+            for lineno, raw in enumerate(fh, start=1):
+                line = raw.strip()
+                if not line:
+                    continue
+                try:
+                    payload = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    text = line.decode("utf-8", "replace")
+                    chunk.failed.append((text, f"line {lineno}: invalid JSON: {exc}"))
+                else:
+                    chunk.payloads.append(payload)
+                    if chunk.keys is not None:
+                        chunk.keys.append(payload.get(kf) if isinstance(payload, dict) else None)
+                if len(chunk.payloads) + len(chunk.failed) >= batch_size:
+                    yield chunk
+                    chunk = SourceChunk([], [] if kf else None)
+            if chunk.payloads or chunk.failed:
+                yield chunk

@@ -1,0 +1,411 @@
+"""The processes of a local deployment and the messages between them.
+
+Every process has one bounded inbox (``multiprocessing.Queue``), so a slow consumer blocks its
+producers (backpressure). Messages are tuples whose first item is a tag:
+
+* ``(DATA, Batch)`` records; ``(FAILED, Batch, errors)`` unreadable source items (ingest only);
+* ``(RING, members)`` route to these instances of the next stage from now on; the sender of
+  this change says ``BYE`` to every instance it stops routing to;
+* ``(BYE, token)`` the producer ``token`` will send nothing more to this inbox;
+* ``(DRAIN, tokens)`` finish once every producer in ``tokens`` has said ``BYE``;
+* ``(CHAINS, ChainBatch)`` complete chains (writer only).
+
+A process that drains says ``BYE`` to everyone it routes to, reports ``done`` with its
+statistics and exits; because a producer's messages to one inbox stay in order, a ``BYE``
+always arrives after that producer's last batch, so draining loses nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from streamprov.clock.hlc import HybridLogicalClock
+from streamprov.clock.physical import PhysicalClock, SystemClock
+from streamprov.hashring import HashRing, hash_ints, hash_keys
+from streamprov.model import Outcome
+from streamprov.runtime.batch import Batch, ChainBatch, EncodedBatch, HopColumn
+from streamprov.runtime.node import NodeProcessor, error_text
+from streamprov.runtime.pipeline import Pipeline, Stage
+from streamprov.runtime.rows import ChainRowBuilder
+from streamprov.runtime.sources import SourceChunk
+
+DATA, FAILED, RING, BYE, DRAIN, CHAINS = range(6)
+
+ClockFactory = Callable[[str], PhysicalClock]
+
+
+def system_clock(node_id: str) -> PhysicalClock:
+    return SystemClock()
+
+
+@dataclass(slots=True)
+class Wiring:
+    """Everything shared by the processes of one deployment (picklable, sent at spawn)."""
+
+    pipeline: Pipeline
+    stream_id: str
+    replay_id: str
+    batch_size: int
+    stage_inboxes: list[list[Any]]
+    ingest_inbox: Any
+    writer_inbox: Any
+    events: Any
+    capture: Any
+    stream_log_url: str
+    provenance_url: str
+    record_base: int
+    log_ingest: bool = True
+    clock_factory: ClockFactory = system_clock
+    ingest_group_rows: int = 16_384
+    ingest_group_s: float = 0.02
+    writer_flush_rows: int = 524_288
+    writer_flush_s: float = 0.5
+    stop_event: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def node_id(self, role: str, slot: int) -> str:
+        prefix = self.pipeline.name if not self.replay_id else f"{self.pipeline.name}~replay"
+        return f"{prefix}/{role}/{slot}"
+
+
+class Router:
+    """Routes batches to the instances of one stage by key on a consistent-hash ring."""
+
+    def __init__(self, stage: Stage | None, stage_index: int, inboxes: list[Any],
+                 members: tuple[int, ...], token: int) -> None:
+        self.stage = stage
+        self.inboxes = inboxes
+        self.token = token
+        self.name = f"stage{stage_index}"
+        self.ring = HashRing(self.name, members)
+
+    def send(self, batch: Batch | EncodedBatch) -> None:
+        members = self.ring.members
+        if len(members) == 1:
+            self.inboxes[members[0]].put((DATA, batch))
+            return
+        if isinstance(batch, EncodedBatch) and batch.hashes is not None:
+            hashes = batch.hashes
+        elif self.stage is not None and self.stage.key is not None and batch.keys is not None:
+            hashes = hash_keys(batch.keys)
+        else:
+            hashes = hash_ints(batch.record_ids)
+        owners = self.ring.owners(hashes)
+        for m in members:
+            idx = np.flatnonzero(owners == m)
+            if len(idx) == len(batch):
+                self.inboxes[m].put((DATA, batch))
+                return
+            if len(idx):
+                self.inboxes[m].put((DATA, batch.take(idx)))
+
+    def reroute(self, members: tuple[int, ...]) -> None:
+        """Switch to ``members``; say BYE to the instances no longer routed to."""
+        old = set(self.ring.members)
+        self.ring = HashRing(self.name, members)
+        for m in sorted(old - set(members)):
+            self.inboxes[m].put((BYE, self.token))
+
+    def bye_all(self) -> None:
+        for m in self.ring.members:
+            self.inboxes[m].put((BYE, self.token))
+
+
+class _Drain:
+    """Tracks BYEs against the set of producers a DRAIN waits for."""
+
+    def __init__(self) -> None:
+        self.byes: set[int] = set()
+        self.expected: frozenset[int] | None = None
+
+    def handle(self, msg: tuple[Any, ...]) -> bool:
+        """Record a BYE or DRAIN; True once draining is complete."""
+        if msg[0] == BYE:
+            self.byes.add(msg[1])
+        elif msg[0] == DRAIN:
+            self.expected = frozenset(msg[1])
+        return self.expected is not None and self.expected <= self.byes
+
+
+def _guard(role: str, token: int, events: Any, body: Callable[[], dict[str, Any]]) -> None:
+    try:
+        stats = body()
+    except BaseException as exc:  # report and exit non-zero; the driver fails the deployment
+        events.put(("error", token, f"{role}: {type(exc).__name__}: {exc}",
+                    traceback.format_exc()))
+        raise SystemExit(1) from None
+    stats["cpuS"] = round(time.process_time(), 4)
+    events.put(("done", token, stats))
+
+
+# -- ingest sources -----------------------------------------------------------------------
+def _source_keys(stage: Stage, chunk: SourceChunk) -> tuple[list[Any] | None, dict[int, str]]:
+    """Keys for the first stage's routing: its key function, else the source's own keys."""
+    if stage.key is None:
+        return chunk.keys, {}
+    kf = stage.key
+    try:
+        return [kf(p) for p in chunk.payloads], {}
+    except Exception:
+        pass
+    keys: list[Any] = []
+    failed: dict[int, str] = {}
+    for i, p in enumerate(chunk.payloads):
+        try:
+            keys.append(kf(p))
+        except Exception as exc:
+            keys.append(None)
+            failed[i] = f"key of stage {stage.name!r}: {error_text(exc)}"
+    return keys, failed
+
+
+def run_source(w: Wiring, token: int, index: int) -> None:
+    def body() -> dict[str, Any]:
+        p = w.pipeline
+        assert p.source is not None
+        first = p.stages[0]
+        node_id = w.node_id("source", index)
+        clock = HybridLogicalClock(w.clock_factory(node_id))
+        count = p.sources
+        seq = 0
+        records = 0
+        failed = 0
+        w.events.put(("ready", token, os.getpid()))
+
+        def emit(payloads: list[Any], keys: list[Any] | None, errors: list[str] | None) -> None:
+            nonlocal seq
+            n = len(payloads)
+            ids = w.record_base + (np.arange(seq, seq + n, dtype=np.int64) * count) + index
+            seq += n
+            hops: list[HopColumn] = []
+            if p.provenance or errors is not None:
+                ts, logical = clock.stamp(n)
+                hops = [HopColumn(node_id, np.full(n, ts, dtype=np.int64), logical,
+                                  clock.error_bound_ns())]
+            batch = Batch(w.stream_id, ids, payloads, keys, None, hops, w.replay_id)
+            if errors is not None:
+                w.ingest_inbox.put((FAILED, EncodedBatch.encode(batch), errors))
+                return
+            hashes = (hash_keys(keys) if first.key is not None and keys is not None
+                      else hash_ints(ids))
+            w.ingest_inbox.put((DATA, EncodedBatch.encode(batch, hashes)))
+
+        for chunk in p.source.read(index, count, w.batch_size):
+            keys, key_failed = _source_keys(first, chunk)
+            bad = list(chunk.failed)
+            if key_failed:
+                keep = [i for i in range(len(chunk.payloads)) if i not in key_failed]
+                bad += [(orjson.dumps(chunk.payloads[i], default=str).decode(), e)
+                        for i, e in key_failed.items()]
+                chunk = SourceChunk([chunk.payloads[i] for i in keep],
+                                    None if keys is None else [keys[i] for i in keep])
+                keys = chunk.keys
+            if chunk.payloads:
+                emit(chunk.payloads, keys, None)
+                records += len(chunk.payloads)
+            if bad:
+                emit([t for t, _ in bad], None, [e for _, e in bad])
+                failed += len(bad)
+            if w.stop_event is not None and w.stop_event.is_set():
+                break
+        w.ingest_inbox.put((BYE, token))
+        return {"node": node_id, "recordsOut": records, "failed": failed}
+
+    _guard(f"node {w.node_id('source', index)}", token, w.events, body)
+
+
+# -- ingest: the stream log, written ahead ---------------------------------------------------
+def _log_rows(batches: list[EncodedBatch]) -> pa.Table:
+    """Stream-log rows straight from the sources' JSON blobs (no parsing, no copies)."""
+    ids = np.concatenate([b.record_ids for b in batches])
+    now = time.time_ns()
+    ts = np.concatenate([b.hops[0].ts_ns if b.hops else np.full(len(b), now, dtype=np.int64)
+                         for b in batches])
+    payload = pa.chunked_array([
+        pa.StringArray.from_buffers(len(b), pa.py_buffer(b.offsets.astype(np.int32)),
+                                    pa.py_buffer(b.blob))
+        for b in batches
+    ], type=pa.string())
+    key_col: list[str | None] = []
+    for b in batches:
+        key_col.extend(b.key_json if b.key_json is not None else [None] * len(b))
+    n = len(ids)
+    return pa.table({
+        "stream_id": pa.DictionaryArray.from_arrays(np.zeros(n, np.int32),
+                                                    [batches[0].stream_id]),
+        "record_id": ids,
+        "ingest_ts_ns": ts,
+        "key": pa.array(key_col, pa.string()),
+        "payload": payload,
+    })
+
+
+def run_ingest(w: Wiring, token: int, members: tuple[int, ...]) -> None:
+    """Append each batch to the stream log, then forward it to the first stage."""
+
+    def body() -> dict[str, Any]:
+        from streamprov.store import open_stream_log
+
+        log = open_stream_log(w.stream_log_url) if w.log_ingest else None
+        router = Router(w.pipeline.stages[0], 0, w.stage_inboxes[0], members, token)
+        drain = _Drain()
+        inbox = w.ingest_inbox
+        logged = 0
+        reported_at = time.monotonic()
+        w.events.put(("ready", token, os.getpid()))
+        try:
+            while True:
+                now = time.monotonic()
+                if now - reported_at >= 0.2:
+                    w.events.put(("progress", token, logged))
+                    reported_at = now
+                # group commit: a log append has a fixed cost (~1-2 ms for DuckDB), so gather
+                # batches for up to ingest_group_s before appending them in one transaction
+                msgs = [inbox.get()]
+                rows = len(msgs[0][1]) if msgs[0][0] in (DATA, FAILED) else 0
+                deadline = time.monotonic() + w.ingest_group_s
+                while rows and rows < w.ingest_group_rows:
+                    left = deadline - time.monotonic()
+                    try:
+                        m = inbox.get(timeout=left) if left > 0 else inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    msgs.append(m)
+                    if m[0] in (DATA, FAILED):
+                        rows += len(m[1])
+                    else:
+                        break
+                data = [m[1] for m in msgs if m[0] in (DATA, FAILED)]
+                if data and log is not None:
+                    log.append(_log_rows(data))
+                logged += rows
+                finished = False
+                for m in msgs:
+                    tag = m[0]
+                    if tag == DATA:
+                        router.send(m[1])
+                    elif tag == FAILED:
+                        eb: EncodedBatch = m[1]
+                        w.writer_inbox.put((CHAINS, ChainBatch(
+                            eb.stream_id, eb.record_ids, eb.hops, Outcome.FAILED, None, m[2],
+                            eb.replay_id)))
+                    elif tag == RING:
+                        router.reroute(m[1])
+                    elif drain.handle(m):
+                        finished = True
+                if finished:
+                    break
+        finally:
+            if log is not None:
+                log.close()
+        router.bye_all()
+        return {"node": "ingest", "logged": logged}
+
+    _guard("ingest", token, w.events, body)
+
+
+# -- stage instances ------------------------------------------------------------------------
+def run_stage(w: Wiring, token: int, stage_index: int, slot: int,
+              members: tuple[int, ...] | None) -> None:
+    def body() -> dict[str, Any]:
+        p = w.pipeline
+        stage = p.stages[stage_index]
+        node_id = w.node_id(stage.name, slot)
+        nxt = p.stages[stage_index + 1] if stage_index + 1 < len(p.stages) else None
+        router = (Router(nxt, stage_index + 1, w.stage_inboxes[stage_index + 1], members, token)
+                  if nxt is not None and members is not None else None)
+        writer = stage.sink.open(slot, w.capture) if stage.sink is not None else None
+        proc = NodeProcessor(
+            stage, stage_index, node_id, HybridLogicalClock(w.clock_factory(node_id)),
+            provenance=p.provenance, next_key=nxt.key if nxt is not None else None,
+            sink_writer=writer,
+        )
+        inbox = w.stage_inboxes[stage_index][slot]
+        chains_out = w.writer_inbox
+        drain = _Drain()
+        w.events.put(("ready", token, os.getpid()))
+        busy_ns = 0
+        while True:
+            msg = inbox.get()
+            tag = msg[0]
+            if tag == DATA:
+                t0 = time.perf_counter_ns()
+                batch = msg[1]
+                if isinstance(batch, EncodedBatch):
+                    batch = batch.decode()
+                result = proc.process(batch)
+                if result.out is not None and router is not None:
+                    router.send(result.out)
+                for ended in result.ended:
+                    chains_out.put((CHAINS, ended))
+                busy_ns += time.perf_counter_ns() - t0
+            elif tag == RING:
+                assert router is not None
+                router.reroute(msg[1])
+            elif drain.handle(msg):
+                break
+        if writer is not None:
+            writer.close()
+        if router is not None:
+            router.bye_all()
+        return {"node": node_id, "busyS": busy_ns / 1e9, **proc.stats.as_dict()}
+
+    _guard(f"node {w.node_id(w.pipeline.stages[stage_index].name, slot)}", token, w.events,
+           body)
+
+
+# -- the provenance writer ------------------------------------------------------------------
+def run_writer(w: Wiring, token: int) -> None:
+    """Batch complete chains into the provenance store until told to drain."""
+
+    def body() -> dict[str, Any]:
+        from streamprov.store import open_provenance_store
+
+        store = open_provenance_store(w.provenance_url)
+        pending = ChainRowBuilder()
+        first_at = 0.0
+        written = 0
+        chains = 0
+        inbox = w.writer_inbox
+        w.events.put(("ready", token, os.getpid()))
+
+        def flush() -> None:
+            nonlocal written, chains
+            if pending.rows:
+                chains += pending.chains
+                written += store.write(pending.build())
+
+        try:
+            while True:
+                timeout = (max(0.0, first_at + w.writer_flush_s - time.monotonic())
+                           if pending.rows else None)
+                try:
+                    msg = inbox.get(timeout=timeout)
+                except queue.Empty:
+                    flush()
+                    continue
+                if msg[0] == CHAINS:
+                    if not pending.rows:
+                        first_at = time.monotonic()
+                    pending.add(msg[1])
+                    if pending.rows >= w.writer_flush_rows:
+                        flush()
+                elif msg[0] == DRAIN:
+                    break
+            flush()
+        finally:
+            store.close()
+        return {"node": "writer", "rowsWritten": written, "chains": chains}
+
+    _guard("provenance writer", token, w.events, body)
+

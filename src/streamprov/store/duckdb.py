@@ -1,0 +1,566 @@
+"""Embedded DuckDB backends: one file for the provenance store, another for the stream log.
+
+Layout: one table per stream (``prov_<n>`` / ``log_<n>``, named in a catalog table), so a query
+for one stream never reads another's rows. Within a stream, rows are appended in roughly hop-0
+time order, and DuckDB's per-row-group min/max (zone maps) on ``origin_ts_ns`` skip the row
+groups outside a window; every window query states its time bounds so they can.
+
+A DuckDB file has a single writer process; readers in other processes must wait until it is
+closed. Idempotency comes from an anti-join against the existing rows of the batch's record-id
+range (cheap: that range is a handful of recent row groups) rather than a primary-key index,
+which costs DuckDB several times more per insert.
+
+Retention (``expire``) deletes whole time buckets of ``partition_ns`` (the unit in which the
+PostgreSQL backend partitions) and records, per stream, where the kept data begins, so that a
+window reaching before it fails clearly instead of coming back silently short. Queries that
+return Arrow run through ``con.sql`` (the relation hands its result over without the extra
+copy that a DB-API result makes).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streamprov.errors import SchemaVersionError, StoreError
+from streamprov.model import Chain, Outcome
+from streamprov.store.base import (
+    DEFAULT_PARTITION_NS,
+    PROVENANCE_SCHEMA,
+    STREAM_LOG_SCHEMA,
+    ChainCursor,
+    LogEntry,
+    StreamSummary,
+    bucket_start,
+    check_window,
+    expired_window,
+    unknown_stream,
+)
+from streamprov.store.rows import SELECT_COLUMNS, ChainAssembler, assemble, conform
+
+SCHEMA_VERSION = 2
+"""1: catalog and per-stream tables. 2: the catalog records where retention cut each stream
+(``expired_before_ns``) and the stream log's record-id floor after expiry (``record_floor``).
+Version 1 files are upgraded in place when opened for writing."""
+
+RETENTION_EVERY_S = 60.0
+"""How often writes apply a configured retention."""
+
+_ORDER = "origin_ts_ns, origin_logical, origin_node, record_id, branch"
+T = TypeVar("T")
+
+
+def path_from_url(url: str) -> Path:
+    """``duckdb:///abs/file.duckdb`` or ``duckdb://rel/file.duckdb`` (or a bare path)."""
+    if url.startswith("duckdb://"):
+        url = url[len("duckdb://") :]
+    if not url:
+        raise StoreError("duckdb URL names no file: use duckdb:///path/to/file.duckdb")
+    return Path(url)
+
+
+class _DuckDBFile:
+    """A DuckDB file with a schema version and a catalog of per-stream tables."""
+
+    _prefix = ""
+    _kind = ""
+    _ts_column = ""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_only: bool = False,
+        memory_limit: str = "2GB",
+        partition_ns: int | None = None,
+        retention_ns: int | None = None,
+    ) -> None:
+        """``partition_ns``: the time bucket that retention drops whole (default one hour).
+        ``retention_ns``: when set, writes drop data older than that, once a minute at most.
+        """
+        self.url = url
+        self.path = path_from_url(url)
+        self.read_only = read_only
+        self.partition_ns = int(partition_ns or DEFAULT_PARTITION_NS)
+        self.retention_ns = retention_ns
+        self._last_retention: float | None = None
+        self._lock = threading.Lock()
+        self._tables: dict[str, str] = {}
+        self._version = SCHEMA_VERSION
+        self._con: duckdb.DuckDBPyConnection | None
+        if read_only and not self.path.exists():
+            self._con = None  # nothing written yet: every query answers "empty"
+            return
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(
+                str(self.path),
+                read_only=read_only,
+                config={"memory_limit": memory_limit, "threads": 2},
+            )
+        except duckdb.Error as exc:
+            raise StoreError(_explain(self.path, exc)) from exc
+        try:
+            self._init_schema()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- schema -------------------------------------------------------------------------
+    def _init_schema(self) -> None:
+        con = self._require()
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        if "streamprov_meta" in tables:
+            row = con.execute(
+                "SELECT value FROM streamprov_meta WHERE key = 'schema_version'"
+            ).fetchone()
+            self._version = int(row[0]) if row else 0
+            if self._version > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"{self.path} has schema version {self._version}, newer than this "
+                    f"streamprov understands ({SCHEMA_VERSION}); upgrade streamprov"
+                )
+            if self._version < 2 and not self.read_only:
+                self._upgrade_to_2(con)
+        elif not self.read_only:
+            con.execute("BEGIN")
+            con.execute("CREATE TABLE streamprov_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            con.execute(
+                "CREATE TABLE streamprov_streams (stream_id VARCHAR PRIMARY KEY, "
+                "ordinal INTEGER NOT NULL, created_ns BIGINT NOT NULL, "
+                "expired_before_ns BIGINT, record_floor BIGINT NOT NULL DEFAULT 0)"
+            )
+            con.execute(
+                "INSERT INTO streamprov_meta VALUES ('schema_version', ?), ('kind', ?)",
+                [str(SCHEMA_VERSION), self._kind],
+            )
+            con.execute("COMMIT")
+        if "streamprov_streams" in tables or not self.read_only:
+            for sid, ordinal in con.execute(
+                "SELECT stream_id, ordinal FROM streamprov_streams"
+            ).fetchall():
+                self._tables[sid] = f"{self._prefix}{ordinal}"
+
+    def _upgrade_to_2(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("BEGIN")
+        con.execute("ALTER TABLE streamprov_streams ADD COLUMN expired_before_ns BIGINT")
+        con.execute("ALTER TABLE streamprov_streams ADD COLUMN record_floor BIGINT DEFAULT 0")
+        con.execute(
+            "UPDATE streamprov_meta SET value = ? WHERE key = 'schema_version'",
+            [str(SCHEMA_VERSION)],
+        )
+        con.execute("COMMIT")
+        self._version = SCHEMA_VERSION
+
+    def _require(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise StoreError(f"{self.path} is not open")
+        return self._con
+
+    def _table(self, stream_id: str) -> str | None:
+        return self._tables.get(stream_id)
+
+    def _ensure_table(self, con: duckdb.DuckDBPyConnection, stream_id: str) -> str:
+        table = self._tables.get(stream_id)
+        if table is not None:
+            return table
+        row = con.execute("SELECT coalesce(max(ordinal), 0) + 1 FROM streamprov_streams").fetchone()
+        ordinal = int(row[0]) if row else 1
+        table = f"{self._prefix}{ordinal}"
+        con.execute(self._create_sql(table))
+        con.execute(
+            "INSERT INTO streamprov_streams (stream_id, ordinal, created_ns) VALUES (?, ?, ?)",
+            [stream_id, ordinal, time.time_ns()],
+        )
+        self._tables[stream_id] = table
+        return table
+
+    def _create_sql(self, table: str) -> str:
+        raise NotImplementedError
+
+    def _catalog_value(self, stream_id: str, column: str) -> int | None:
+        """A retention column of the stream's catalog row (None before schema version 2)."""
+        if self._con is None or self._version < 2:
+            return None
+        row = self._con.execute(
+            f"SELECT {column} FROM streamprov_streams WHERE stream_id = ?", [stream_id]
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def stream_ids(self) -> list[str]:
+        return sorted(self._tables)
+
+    def has_stream(self, stream_id: str) -> bool:
+        return stream_id in self._tables
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def _write_tx(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``fn(con)`` in one transaction; roll back on any error."""
+        con = self._require()
+        with self._lock:
+            try:
+                con.execute("BEGIN")
+                result = fn(con)
+                con.execute("COMMIT")
+                return result
+            except duckdb.Error as exc:
+                con.execute("ROLLBACK")
+                raise StoreError(f"writing {self.path}: {exc}") from exc
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def _insert_new(self, rows: pa.Table, key: str) -> int:
+        """Insert the rows whose ``key`` columns are not stored yet, stream by stream, in one
+        transaction; returns how many were new."""
+        streams = pc.unique(rows.column("stream_id")).cast(pa.string()).to_pylist()
+
+        def insert(con: duckdb.DuckDBPyConnection) -> int:
+            added = 0
+            for sid in streams:
+                part = rows if len(streams) == 1 else rows.filter(
+                    pc.equal(rows["stream_id"].cast(pa.string()), sid)
+                )
+                table = self._ensure_table(con, sid)
+                lo, hi = pc.min_max(part.column("record_id")).values()
+                con.register("_incoming", part)
+                try:
+                    res = con.execute(
+                        f"INSERT INTO {table} SELECT n.* FROM _incoming n ANTI JOIN "
+                        f"(SELECT {key} FROM {table} WHERE record_id BETWEEN $lo AND $hi) e "
+                        f"USING ({key})",
+                        {"lo": lo.as_py(), "hi": hi.as_py()},
+                    ).fetchone()
+                finally:
+                    con.unregister("_incoming")
+                added += int(res[0]) if res else 0
+            return added
+
+        added = self._write_tx(insert)
+        self._maybe_expire()
+        return added
+
+    # -- retention ------------------------------------------------------------------------
+    def expire(self, older_than_ns: int) -> int:
+        """Delete every whole ``partition_ns`` bucket before ``older_than_ns``, stream by
+        stream; returns how many (stream, bucket) pairs held data and are gone."""
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only; cannot expire data")
+        cutoff = bucket_start(older_than_ns, self.partition_ns)
+        ts = self._ts_column
+
+        def delete(con: duckdb.DuckDBPyConnection) -> int:
+            dropped = 0
+            for sid, table in sorted(self._tables.items()):
+                row = con.execute(
+                    f"SELECT count(DISTINCT {ts} // $p), max(record_id) FROM {table} "
+                    f"WHERE {ts} < $cut",
+                    {"p": self.partition_ns, "cut": cutoff},
+                ).fetchone()
+                if not row or not row[0]:
+                    continue
+                dropped += int(row[0])
+                con.execute(f"DELETE FROM {table} WHERE {ts} < ?", [cutoff])
+                con.execute(
+                    "UPDATE streamprov_streams SET "
+                    "expired_before_ns = greatest(coalesce(expired_before_ns, 0), $cut), "
+                    "record_floor = greatest(coalesce(record_floor, 0), $floor) "
+                    "WHERE stream_id = $sid",
+                    {"cut": cutoff, "floor": int(row[1]) + 1, "sid": sid},
+                )
+            return dropped
+
+        return self._write_tx(delete)
+
+    def _maybe_expire(self) -> None:
+        """Apply the configured retention, at most once a minute (called after writes)."""
+        if self.retention_ns is None:
+            return
+        now = time.monotonic()
+        if self._last_retention is not None and now - self._last_retention < RETENTION_EVERY_S:
+            return
+        self._last_retention = now
+        self.expire(time.time_ns() - self.retention_ns)
+
+
+def _explain(path: Path, exc: Exception) -> str:
+    text = str(exc)
+    if "lock" in text.lower():
+        return f"{path} is in use by another streamprov process; wait for it to finish"
+    return f"cannot open {path}: {text.splitlines()[0]}"
+
+
+def _arrow_type_sql(t: pa.DataType) -> str:
+    if pa.types.is_int16(t):
+        return "SMALLINT"
+    if pa.types.is_int64(t):
+        return "BIGINT"
+    return "VARCHAR"
+
+
+def _columns_sql(schema: pa.Schema) -> str:
+    return ", ".join(
+        f"{f.name} {_arrow_type_sql(f.type)}{'' if f.nullable else ' NOT NULL'}" for f in schema
+    )
+
+
+class DuckDBProvenanceStore(_DuckDBFile):
+    """``ProvenanceStore`` in a DuckDB file."""
+
+    _prefix = "prov_"
+    _kind = "provenance"
+    _ts_column = "origin_ts_ns"
+
+    def _create_sql(self, table: str) -> str:
+        return f"CREATE TABLE {table} ({_columns_sql(PROVENANCE_SCHEMA)})"
+
+    def write(self, rows: pa.Table) -> int:
+        rows = conform(rows, PROVENANCE_SCHEMA, "provenance")
+        if rows.num_rows == 0:
+            return 0
+        return self._insert_new(rows, "record_id, branch, hop, replay_id")
+
+    def streams(self) -> list[StreamSummary]:
+        out = []
+        for sid in self.stream_ids():
+            row = self._require().execute(
+                f"SELECT count(*), min(origin_ts_ns), max(origin_ts_ns) FROM {self._tables[sid]} "
+                "WHERE hop = 0 AND replay_id = ''"
+            ).fetchone()
+            assert row is not None
+            out.append(StreamSummary(sid, 0, int(row[0]), row[1], row[2]))
+        return out
+
+    def chains_for_record(
+        self, stream_id: str, record_id: int, replay_id: str = ""
+    ) -> list[Chain]:
+        table = self._table(stream_id)
+        if table is None:
+            return []
+        con = self._require().cursor()
+        try:
+            res = con.sql(
+                f"SELECT {SELECT_COLUMNS} FROM {table} WHERE record_id = ? AND replay_id = ? "
+                "ORDER BY branch, hop",
+                params=[record_id, replay_id],
+            ).to_arrow_table()
+        finally:
+            con.close()
+        return ChainAssembler().feed(res)
+
+    def window(
+        self,
+        stream_id: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        replay_id: str = "",
+        after: ChainCursor | None = None,
+        limit: int = 1000,
+    ) -> list[Chain]:
+        table = self._window_table(stream_id, start_ns, end_ns)
+        if limit <= 0:
+            return []
+        con = self._require().cursor()
+        try:
+            where = "replay_id = $replay AND origin_ts_ns >= $start AND origin_ts_ns < $end"
+            params: dict[str, Any] = {"replay": replay_id, "start": start_ns, "end": end_ns}
+            if after is not None:
+                where += (
+                    " AND origin_ts_ns >= $a_ts AND (origin_ts_ns, origin_logical, origin_node,"
+                    " record_id, branch) > ($a_ts, $a_lg, $a_node, $a_rid, $a_br)"
+                )
+                params.update(
+                    a_ts=after.origin_ts_ns, a_lg=after.origin_logical, a_node=after.origin_node,
+                    a_rid=after.record_id, a_br=after.branch,
+                )
+            heads = con.execute(
+                f"SELECT {_ORDER} FROM {table} WHERE {where} AND hop = 0 "
+                f"ORDER BY {_ORDER} LIMIT {int(limit)}",
+                params,
+            ).fetchall()
+            if not heads:
+                return []
+            first, last = heads[0], heads[-1]
+            params.update(
+                f_ts=first[0], f_lg=first[1], f_node=first[2], f_rid=first[3], f_br=first[4],
+                l_ts=last[0], l_lg=last[1], l_node=last[2], l_rid=last[3], l_br=last[4],
+            )
+            res = con.sql(
+                f"SELECT {SELECT_COLUMNS} FROM {table} WHERE {where} "
+                "AND origin_ts_ns BETWEEN $f_ts AND $l_ts "
+                f"AND ({_ORDER}) >= ($f_ts, $f_lg, $f_node, $f_rid, $f_br) "
+                f"AND ({_ORDER}) <= ($l_ts, $l_lg, $l_node, $l_rid, $l_br) "
+                f"ORDER BY {_ORDER}, hop",
+                params=params,
+            ).to_arrow_table()
+            return ChainAssembler().feed(res)
+        finally:
+            con.close()
+
+    def iter_window(
+        self,
+        stream_id: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        replay_id: str = "",
+        chunk_rows: int = 65536,
+    ) -> Iterator[list[Chain]]:
+        rows = self.window_rows(
+            stream_id, start_ns, end_ns, replay_id=replay_id, chunk_rows=chunk_rows
+        )
+        return assemble(rows)
+
+    def window_rows(
+        self,
+        stream_id: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        replay_id: str = "",
+        chunk_rows: int = 65536,
+    ) -> Iterator[pa.RecordBatch]:
+        """The window's raw rows in the original order, as Arrow batches."""
+        table = self._window_table(stream_id, start_ns, end_ns)  # raise now, not when iterated
+        return self._window_rows(table, start_ns, end_ns, replay_id, max(1, chunk_rows))
+
+    def _window_rows(
+        self, table: str, start_ns: int, end_ns: int, replay_id: str, chunk_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        con = self._require().cursor()
+        try:
+            reader = con.sql(
+                f"SELECT {SELECT_COLUMNS} FROM {table} WHERE replay_id = ? "
+                f"AND origin_ts_ns >= ? AND origin_ts_ns < ? ORDER BY {_ORDER}, hop",
+                params=[replay_id, start_ns, end_ns],
+            ).to_arrow_reader(chunk_rows)
+            for batch in reader:
+                if batch.num_rows:
+                    yield batch
+        finally:
+            con.close()
+
+    def _window_table(self, stream_id: str, start_ns: int, end_ns: int) -> str:
+        """The stream's table, after the checks every backend makes for a window."""
+        check_window(start_ns, end_ns)
+        table = self._table(stream_id)
+        if table is None:
+            raise unknown_stream(stream_id)
+        kept_from = self._catalog_value(stream_id, "expired_before_ns")
+        if kept_from is not None and start_ns < kept_from:
+            raise expired_window(stream_id, start_ns, kept_from)
+        return table
+
+    def outcome_counts(self, stream_id: str, replay_id: str = "") -> dict[Outcome, int]:
+        counts = dict.fromkeys(Outcome, 0)
+        table = self._table(stream_id)
+        if table is None:
+            return counts
+        for outcome, n in self._require().execute(
+            f"SELECT outcome, count(*) FROM {table} WHERE hop = 0 AND replay_id = ? "
+            "GROUP BY outcome",
+            [replay_id],
+        ).fetchall():
+            counts[Outcome(outcome)] = int(n)
+        return counts
+
+    def latencies_ns(self, stream_id: str, replay_id: str = "") -> pa.Array:
+        table = self._table(stream_id)
+        if table is None:
+            return pa.array([], pa.int64())
+        con = self._require().cursor()
+        try:
+            res = con.sql(
+                f"SELECT ts_ns - origin_ts_ns AS latency_ns FROM {table} "
+                "WHERE hop = hops - 1 AND replay_id = ?",
+                params=[replay_id],
+            ).to_arrow_table()
+        finally:
+            con.close()
+        return res.column(0).combine_chunks()
+
+    def row_count(self, stream_id: str) -> int:
+        table = self._table(stream_id)
+        if table is None:
+            return 0
+        row = self._require().execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(row[0]) if row else 0
+
+
+class DuckDBStreamLog(_DuckDBFile):
+    """``StreamLog`` in a DuckDB file (a different file from the provenance store)."""
+
+    _prefix = "log_"
+    _kind = "stream-log"
+    _ts_column = "ingest_ts_ns"
+
+    def _create_sql(self, table: str) -> str:
+        return f"CREATE TABLE {table} ({_columns_sql(STREAM_LOG_SCHEMA)})"
+
+    def append(self, rows: pa.Table) -> None:
+        rows = conform(rows, STREAM_LOG_SCHEMA, "stream log")
+        if rows.num_rows == 0:
+            return
+        self._insert_new(rows, "record_id")
+
+    def next_record_id(self, stream_id: str) -> int:
+        table = self._table(stream_id)
+        if table is None:
+            return 0
+        row = self._require().execute(f"SELECT coalesce(max(record_id) + 1, 0) FROM {table}")
+        got = row.fetchone()
+        stored = int(got[0]) if got else 0
+        return max(stored, self._catalog_value(stream_id, "record_floor") or 0)
+
+    def count(self, stream_id: str) -> int:
+        table = self._table(stream_id)
+        if table is None:
+            return 0
+        row = self._require().execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(row[0]) if row else 0
+
+    def entries(self, stream_id: str, record_ids: Sequence[int]) -> dict[int, LogEntry]:
+        table = self._table(stream_id)
+        if table is None or not len(record_ids):
+            return {}
+        con = self._require().cursor()
+        try:
+            ids = pa.table({"record_id": pa.array(list(record_ids), pa.int64())})
+            con.register("_wanted", ids)
+            res = con.execute(
+                f"SELECT l.record_id, l.ingest_ts_ns, l.key, l.payload FROM {table} l "
+                "SEMI JOIN _wanted w USING (record_id)"
+            ).fetchall()
+        finally:
+            con.close()
+        return {
+            rid: LogEntry(rid, ts, None if key is None else orjson.loads(key), orjson.loads(p))
+            for rid, ts, key, p in res
+        }
+
+
+def ensure_writable_dir(path: Path) -> None:
+    """Create ``path`` as a directory or explain in one line why it cannot be used."""
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"data dir {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create data dir {path}: {exc.strerror}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StoreError(f"data dir {path} is not writable")

@@ -1,0 +1,157 @@
+"""The CLI on a real data dir: what users type, what they see, and the exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamprov.cli import main
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    captured = capsys.readouterr()
+    code = exc.value.code
+    return int(code) if isinstance(code, int) else 0, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir after one small demo run (shared: the demo takes a few seconds)."""
+    d = tmp_path_factory.mktemp("demo") / "data"
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamprov.cli", "demo", "--records", "3000", "--data-dir",
+         str(d)], capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "3,000" in proc.stdout
+    assert "balances" in proc.stdout
+    assert "p99" in proc.stdout
+    assert "streamprov provenance show demo" in proc.stdout
+    return d
+
+
+def test_streams_lists_demo(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "streams", "--data-dir", str(demo_dir), "--json")
+    assert code == 0
+    [row] = [json.loads(line) for line in out.splitlines()]
+    assert row["streamId"] == "demo"
+    assert row["records"] == 3000 and row["chains"] == 3000
+    assert row["firstNs"] <= row["lastNs"]
+    code, out, _ = cli(capsys, "streams", "--data-dir", str(demo_dir))
+    assert "demo" in out and "3,000" in out
+
+
+def test_provenance_show(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "provenance", "show", "demo", "5", "--data-dir", str(demo_dir),
+                       "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["streamId"] == "demo" and doc["recordId"] == 5
+    assert doc["outcome"] in ("delivered", "dropped")
+    assert doc["provenance"][0]["nodeId"].startswith("demo/source/")
+    assert all(set(h) >= {"nodeId", "timestamp"} for h in doc["provenance"])
+    code, out, _ = cli(capsys, "provenance", "show", "demo", "5", "--data-dir", str(demo_dir))
+    assert "demo/source/" in out and "since hop 0" in out
+
+
+def test_provenance_query_window_in_order(demo_dir: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "provenance", "query", "demo", "--start", "0", "--end", "now",
+                       "--data-dir", str(demo_dir), "--json")
+    assert code == 0
+    chains = [json.loads(line) for line in out.splitlines()]
+    assert len(chains) == 3000
+    keys = [(c["provenance"][0]["timestamp"], c["provenance"][0]["logical"],
+             c["provenance"][0]["nodeId"], c["recordId"]) for c in chains]
+    assert keys == sorted(keys)
+    mid = chains[1500]["provenance"][0]["timestamp"]
+    code, out, _ = cli(capsys, "provenance", "query", "demo", "--start", str(mid), "--end",
+                       "now", "--limit", "7", "--data-dir", str(demo_dir), "--json")
+    got = [json.loads(line) for line in out.splitlines()]
+    assert len(got) == 7
+    assert all(c["provenance"][0]["timestamp"] >= mid for c in got)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["provenance", "show", "nope", "1"], "unknown stream 'nope'"),
+        (["provenance", "show", "demo", "999999"], "has no record 999999"),
+        (["provenance", "query", "demo", "--start", "yesterday", "--end", "now"],
+         "start: 'yesterday' is not a time"),
+        (["provenance", "query", "demo", "--start", "10", "--end", "5"],
+         "start must be before end"),
+        (["provenance", "query", "demo", "--start", "0", "--end", "now", "--limit", "0"],
+         "--limit must be a positive number"),
+        (["provenance", "show", "bad id!", "1"], "is not a valid id"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(demo_dir: Path, capsys: pytest.CaptureFixture[str],
+                                         args: list[str], message: str) -> None:
+    code, out, err = cli(capsys, *args, "--data-dir", str(demo_dir))
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err + out
+
+
+@pytest.mark.parametrize("records", ["0", "-5"])
+def test_demo_rejects_non_positive_records(tmp_path: Path, records: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "demo", "--records", records, "--data-dir", str(tmp_path / "d"))
+    assert code == 2
+    assert "--records must be a positive number" in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_data_dir_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    code, _, err = cli(capsys, "demo", "--records", "10", "--data-dir", str(f))
+    assert code == 2
+    assert "is not a directory" in err
+    assert f.read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_data_dir_not_writable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "ro"
+    d.mkdir(mode=0o500)
+    code, _, err = cli(capsys, "demo", "--records", "10", "--data-dir", str(d))
+    assert code == 2 and "not writable" in err
+
+
+def test_run_jsonl_from_stdin_to_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    lines = "\n".join(json.dumps({"user": f"u{i}", "seq": i}) for i in range(50)) + "\nnope\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamprov.cli", "run", "streamprov.examples.passthrough:pipeline",
+         "--input", "-", "--key-field", "user", "--output", str(out), "--stream", "lines",
+         "--data-dir", str(tmp_path / "d")],
+        input=lines, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(records) == 50
+    assert records[0]["provenance"][0]["nodeId"] == "passthrough/source/0"
+    assert "1 failed" in proc.stdout
+
+
+def test_run_unknown_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "run", "no.such.module:p", "--data-dir", str(tmp_path))
+    assert code == 2 and "cannot import no.such.module" in err
+    code, _, err = cli(capsys, "run", "justaname", "--data-dir", str(tmp_path))
+    assert code == 2 and "package.module:name" in err
+
+
+def test_help_explains_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0
+    for word in ("demo", "run", "streams", "provenance"):
+        assert word in out
