@@ -103,11 +103,43 @@ class App:
         finally:
             log.close()
 
+    def registry_path(self) -> Path:
+        return self.settings.data_dir / "pipelines.json"
+
+    def remember_pipeline(self, stream_id: str, pipeline: Pipeline) -> None:
+        """Record which pipeline feeds ``stream_id`` so a replay can run it again."""
+        if pipeline.ref is None:
+            return
+        import orjson
+
+        path = self.registry_path()
+        known = orjson.loads(path.read_bytes()) if path.exists() else {}
+        known[stream_id] = {"pipeline": pipeline.ref, "sources": pipeline.sources,
+                            "parallelism": {s.name: s.parallelism for s in pipeline.stages}}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(known, option=orjson.OPT_INDENT_2))
+        tmp.replace(path)
+
+    def pipeline_for(self, stream_id: str) -> Pipeline:
+        """The pipeline that produced ``stream_id`` (as recorded by ``run``)."""
+        import orjson
+
+        from streamprov.runtime import load_pipeline
+
+        path = self.registry_path()
+        known = orjson.loads(path.read_bytes()) if path.exists() else {}
+        entry = known.get(stream_id)
+        if entry is None:
+            raise NotFound(f"no pipeline is recorded for stream {stream_id!r}; run it with "
+                           "streamprov run first", field="streamId")
+        return load_pipeline(entry["pipeline"])
+
     def run(self, pipeline: Pipeline, *, stream_id: str | None = None,
             on_progress: Callable[[int], None] | None = None,
             interval_s: float = 0.1) -> RunSummary:
         """Run ``pipeline`` until its source ends; report from the runner and the store."""
         self.settings.ensure_data_dir()
+        self.remember_pipeline(stream_id or pipeline.name, pipeline)
         deployment = self.runner().start(
             pipeline, provenance_url=self.settings.provenance_url,
             stream_log_url=self.settings.stream_log_url, stream_id=stream_id,

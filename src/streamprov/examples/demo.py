@@ -45,7 +45,8 @@ def build(records: int | None = 20_000, sources: int = 2, rate: float | None = N
           seed: int = 7) -> Pipeline:
     """The demo pipeline over ``records`` synthetic payments from ``sources`` sources."""
     p = Pipeline("demo", source=SyntheticSource(records=records, rate=rate, keys=500, seed=seed),
-                 sources=sources, description="card payments: parse, validate, enrich, score")
+                 sources=sources, description="card payments: parse, validate, enrich, score",
+                 ref="streamprov.examples.demo:pipeline")
     return (
         p.map("parse", parse, parallelism=2)
         .filter("valid", valid)

@@ -301,6 +301,12 @@ class Deployment:
         return [self.wiring.stage_inboxes[index - 1][e.slot] for e in self._live_stage(index - 1)]
 
     # -- public API -----------------------------------------------------------------------
+    def pids(self) -> dict[str, int]:
+        """Process id of every node process that is up, by role (for resource sampling)."""
+        with self._cond:
+            return {e.role: self._ready[t] for t, e in self._procs.items()
+                    if t in self._ready and e.process.exitcode is None}
+
     def ingested(self) -> int:
         """Records appended to the stream log so far (updated a few times a second)."""
         return self._ingested

@@ -63,6 +63,8 @@ class Pipeline:
     max_parallelism: int = 8
     provenance: bool = True
     description: str = ""
+    ref: str | None = None
+    """Import path (``package.module:name``) this pipeline can be loaded from again."""
 
     def __post_init__(self) -> None:
         validate_id(self.name, "pipeline name")
@@ -199,4 +201,4 @@ def load_pipeline(ref: str) -> Pipeline:
     if not isinstance(obj, Pipeline):
         raise InvalidInput(f"pipeline {ref!r} is a {type(obj).__name__}, not a Pipeline",
                            field="pipeline")
-    return obj
+    return replace(obj, ref=ref, stages=list(obj.stages))

@@ -28,6 +28,8 @@ class SourceChunk:
     payloads: list[Any]
     keys: list[Any] | None = None
     failed: list[tuple[str, str]] = field(default_factory=list)
+    record_ids: list[int] | None = None
+    """Ids to keep (a replay re-injects records under their original ids); None: assign new."""
 
 
 class Source(Protocol):
@@ -46,6 +48,16 @@ class Source(Protocol):
         ...
 
     def read(self, index: int, count: int, batch_size: int) -> Iterator[SourceChunk]: ...
+
+
+class ReportingSource(Protocol):
+    """A source that has something to say when it ends (a replay's pacing lag, say).
+
+    ``report`` is called in the source's process after ``read`` is exhausted or stopped; its
+    JSON-compatible result reaches the driver in the instance's statistics under "source".
+    """
+
+    def report(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,11 +182,15 @@ def run_source(w: Wiring, token: int, index: int) -> None:
         failed = 0
         w.events.put(("ready", token, os.getpid()))
 
-        def emit(payloads: list[Any], keys: list[Any] | None, errors: list[str] | None) -> None:
+        def emit(payloads: list[Any], keys: list[Any] | None, errors: list[str] | None,
+                 given_ids: list[int] | None = None) -> None:
             nonlocal seq
             n = len(payloads)
-            ids = w.record_base + (np.arange(seq, seq + n, dtype=np.int64) * count) + index
-            seq += n
+            if given_ids is not None:
+                ids = np.asarray(given_ids, dtype=np.int64)
+            else:
+                ids = w.record_base + (np.arange(seq, seq + n, dtype=np.int64) * count) + index
+                seq += n
             hops: list[HopColumn] = []
             if p.provenance or errors is not None:
                 ts, logical = clock.stamp(n)
@@ -203,15 +207,17 @@ def run_source(w: Wiring, token: int, index: int) -> None:
         for chunk in p.source.read(index, count, w.batch_size):
             keys, key_failed = _source_keys(first, chunk)
             bad = list(chunk.failed)
+            ids = chunk.record_ids
             if key_failed:
                 keep = [i for i in range(len(chunk.payloads)) if i not in key_failed]
                 bad += [(orjson.dumps(chunk.payloads[i], default=str).decode(), e)
                         for i, e in key_failed.items()]
                 chunk = SourceChunk([chunk.payloads[i] for i in keep],
-                                    None if keys is None else [keys[i] for i in keep])
+                                    None if keys is None else [keys[i] for i in keep],
+                                    record_ids=None if ids is None else [ids[i] for i in keep])
                 keys = chunk.keys
             if chunk.payloads:
-                emit(chunk.payloads, keys, None)
+                emit(chunk.payloads, keys, None, chunk.record_ids)
                 records += len(chunk.payloads)
             if bad:
                 emit([t for t, _ in bad], None, [e for _, e in bad])
@@ -219,7 +225,11 @@ def run_source(w: Wiring, token: int, index: int) -> None:
             if w.stop_event is not None and w.stop_event.is_set():
                 break
         w.ingest_inbox.put((BYE, token))
-        return {"node": node_id, "recordsOut": records, "failed": failed}
+        stats: dict[str, Any] = {"node": node_id, "recordsOut": records, "failed": failed}
+        report = getattr(p.source, "report", None)
+        if callable(report):
+            stats["source"] = report()
+        return stats
 
     _guard(f"node {w.node_id('source', index)}", token, w.events, body)
 
