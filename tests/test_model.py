@@ -30,7 +30,9 @@ def test_parse_time_accepts_ns_and_rfc3339(text: str | int, expected: int) -> No
 
 
 @pytest.mark.parametrize(
-    "text", ["yesterday", "2023-11-14", "2023-11-14T22:13:20.1234567891Z", "-5", "", "2023-13-01T00:00:00Z"]
+    "text",
+    ["yesterday", "2023-11-14", "2023-11-14T22:13:20.1234567891Z", "-5", "",
+     "2023-13-01T00:00:00Z"],
 )
 def test_parse_time_rejects_garbage_naming_the_field(text: str) -> None:
     with pytest.raises(InvalidInput) as exc:

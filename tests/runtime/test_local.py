@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def assert_complete(root: Path, stream: str, result: RunResult, hops: int) -> li
     assert max(ids.values()) == 1, "exactly one chain per record"
     for c in chains:
         ts = [h.timestamp_ns for h in c.hops]
-        assert all(a < b for a, b in zip(ts, ts[1:], strict=False)), c
+        assert all(a < b for a, b in pairwise(ts)), c
         if c.outcome is Outcome.DELIVERED:
             assert len(c.hops) == hops
     outcomes = Counter(c.outcome for c in chains)
@@ -164,7 +165,7 @@ def test_scale_rejects_bad_counts(tmp_path: Path) -> None:
     p = Pipeline("bad", source=SyntheticSource(records=2_000, rate=4_000), max_parallelism=2)
     p.map("a", identity).sink(JsonLinesSink(tmp_path / "o.jsonl"))
     with LocalRunner().start(p, **urls(tmp_path)) as dep:
-        with pytest.raises(InvalidInput, match="1..2"):
+        with pytest.raises(InvalidInput, match=r"1\.\.2"):
             dep.scale("a", 3)
         with pytest.raises(InvalidInput, match="cannot scale out"):
             dep.scale("sink", 2)
