@@ -139,12 +139,14 @@ def test_jsonl_source_malformed_lines_fail_with_line_numbers(tmp_path: Path) -> 
 
 def run_scaling(tmp_path: Path, steps: list[tuple[str, int]]) -> tuple[RunResult, Any]:
     records = 12_000
-    p = Pipeline("scale", source=SyntheticSource(records=records, rate=6_000, seed=5),
+    p = Pipeline("scale", source=SyntheticSource(records=records, rate=2_000, seed=5),
                  sources=2, max_parallelism=4)
     p.map("a", identity, parallelism=1, key=user_key).map("b", identity).sink(CaptureSink())
     dep = LocalRunner(batch_size=100).start(p, **urls(tmp_path))
-    for stage, n in steps:
-        time.sleep(0.25)
+    for i, (stage, n) in enumerate(steps):
+        # scale at progress milestones, not at times: records flow between every two steps
+        while dep.ingested() < (i + 1) * records // (len(steps) + 2):
+            time.sleep(0.02)
         dep.scale(stage, n)
     result = dep.wait(120)
     return result, dep
