@@ -155,3 +155,50 @@ def test_help_explains_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     for word in ("demo", "run", "streams", "provenance"):
         assert word in out
+
+
+def test_demo_ends_with_a_replay_comparison(demo_dir: Path) -> None:
+    replays = sorted((demo_dir / "replays").glob("*.json"))
+    assert len(replays) == 2
+    docs = [json.loads(p.read_text()) for p in replays]
+    assert {d["report"]["configurationId"] for d in docs} == {"small", "medium"}
+    assert all(d["state"] == "completed" for d in docs)
+
+
+def test_replay_command(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "replay", "demo", "--start", "0", "--end", "now", "--config",
+                         "small", "--speed", "10", "--data-dir", str(demo_dir), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["state"] == "completed"
+    assert doc["report"]["window"]["records"] == 3000
+    assert doc["report"]["records"] + doc["report"]["window"]["missingPayloads"] <= 3000
+    code, out, err = cli(capsys, "replay", "demo", "--start", "0", "--end", "now", "--config",
+                         "medium", "--speed", "10", "--data-dir", str(demo_dir))
+    assert code == 0, err
+    assert "pacing lag" in out and "fidelity" in out and "hop parse" in out
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--speed", "0"], "--speed"),
+    (["--speed", "nan"], "--speed"),
+    (["--config", "nope"], "unknown configuration"),
+    (["--start", "5", "--end", "5"], "--start"),
+    (["--start", "later"], "start"),
+])
+def test_replay_bad_input(demo_dir: Path, capsys: pytest.CaptureFixture[str],
+                          args: list[str], needle: str) -> None:
+    base = {"--start": "0", "--end": "now", "--config": "small", "--speed": "1"}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    flat = [x for kv in base.items() for x in kv]
+    code, _, err = cli(capsys, "replay", "demo", *flat, "--data-dir", str(demo_dir))
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_serve_rejects_a_bad_port(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = cli(capsys, "serve", "--port", "70000", "--data-dir", str(tmp_path))
+    assert code == 2 and "--port" in err

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from streamprov.errors import InvalidInput, NotFound, StoreError
 from streamprov.model import Chain, Outcome, validate_id
 from streamprov.runtime import LocalRunner, Pipeline, RunResult
-from streamprov.store import ProvenanceStore, StreamLog, open_provenance_store, open_stream_log
+from streamprov.store import (
+    ChainCursor,
+    ProvenanceStore,
+    StreamLog,
+    open_provenance_store,
+    open_stream_log,
+)
+
+if TYPE_CHECKING:
+    from streamprov.config import Catalog
+    from streamprov.replay.engine import ReplayEngine
 
 DATA_DIR_ENV = "STREAMPROV_DATA_DIR"
 DEFAULT_DATA_DIR = "streamprov-data"
@@ -79,7 +89,12 @@ class App:
     """Everything a command needs, built from ``Settings``."""
 
     def __init__(self, settings: Settings) -> None:
+        from streamprov.replay.gate import StoreGate
+
         self.settings = settings
+        embedded = not settings.provenance_url.startswith(("postgresql:", "postgres:"))
+        self.gate = StoreGate(enabled=embedded)
+        """Orders store use within this process (embedded DuckDB: one process at a time)."""
 
     def runner(self) -> LocalRunner:
         return LocalRunner(batch_size=self.settings.batch_size,
@@ -88,20 +103,22 @@ class App:
     @contextmanager
     def provenance(self, *, read_only: bool = True) -> Iterator[ProvenanceStore]:
         self.settings.check_readable()
-        store = open_provenance_store(self.settings.provenance_url, read_only=read_only)
-        try:
-            yield store
-        finally:
-            store.close()
+        with self.gate.shared():
+            store = open_provenance_store(self.settings.provenance_url, read_only=read_only)
+            try:
+                yield store
+            finally:
+                store.close()
 
     @contextmanager
     def stream_log(self, *, read_only: bool = True) -> Iterator[StreamLog]:
         self.settings.check_readable()
-        log = open_stream_log(self.settings.stream_log_url, read_only=read_only)
-        try:
-            yield log
-        finally:
-            log.close()
+        with self.gate.shared():
+            log = open_stream_log(self.settings.stream_log_url, read_only=read_only)
+            try:
+                yield log
+            finally:
+                log.close()
 
     def registry_path(self) -> Path:
         return self.settings.data_dir / "pipelines.json"
@@ -138,6 +155,12 @@ class App:
             on_progress: Callable[[int], None] | None = None,
             interval_s: float = 0.1) -> RunSummary:
         """Run ``pipeline`` until its source ends; report from the runner and the store."""
+        with self.gate.exclusive(f"a run of pipeline {pipeline.name!r}", wait_s=1.0):
+            return self._run(pipeline, stream_id=stream_id, on_progress=on_progress,
+                             interval_s=interval_s)
+
+    def _run(self, pipeline: Pipeline, *, stream_id: str | None,
+             on_progress: Callable[[int], None] | None, interval_s: float) -> RunSummary:
         self.settings.ensure_data_dir()
         self.remember_pipeline(stream_id or pipeline.name, pipeline)
         deployment = self.runner().start(
@@ -200,3 +223,108 @@ class App:
 def check_window(start_ns: int, end_ns: int) -> None:
     if start_ns >= end_ns:
         raise InvalidInput("start must be before end", field="start")
+
+
+def replay_engine(application: App, catalog: Catalog, *, max_concurrent: int = 1,
+                  sample_interval_s: float = 0.25) -> ReplayEngine:
+    """The replay engine over ``application``'s stores, pipelines registry and gate."""
+    from streamprov.replay.engine import ReplayEngine
+
+    s = application.settings
+    return ReplayEngine(data_dir=s.data_dir, provenance_url=s.provenance_url,
+                        stream_log_url=s.stream_log_url, catalog=catalog,
+                        pipeline_for=application.pipeline_for, gate=application.gate,
+                        queue_batches=s.queue_batches, max_concurrent=max_concurrent,
+                        sample_interval_s=sample_interval_s)
+
+
+# -- reads shared by the CLI and the API ---------------------------------------------------------
+def encode_cursor(cursor: ChainCursor) -> str:
+    """An opaque, URL-safe page token for the position after a chain."""
+    import base64
+
+    import orjson
+
+    raw = orjson.dumps(list(cursor.as_tuple()))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str, field: str = "cursor") -> ChainCursor:
+    import base64
+    import binascii
+
+    import orjson
+
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        ts, logical, node, rid, branch = orjson.loads(raw)
+        if not (isinstance(node, str) and all(isinstance(x, int) and not isinstance(x, bool)
+                                              for x in (ts, logical, rid, branch))):
+            raise ValueError("types")
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidInput(f"{field}: not a cursor returned by this API", field=field) from None
+    return ChainCursor(ts, logical, node, rid, branch)
+
+
+MAX_PAGE = 10_000
+"""Largest page of chains one request returns (pages chain with ``nextCursor``)."""
+
+
+def streams_overview(application: App) -> list[dict[str, Any]]:
+    """Every stream: records in the log, original chains, first/last hop-0 time."""
+    with application.provenance() as store:
+        summaries = store.streams()
+    with application.stream_log() as log:
+        counts = {s.stream_id: log.count(s.stream_id) for s in summaries}
+    return [{"streamId": s.stream_id, "records": counts[s.stream_id], "chains": s.chains,
+             "firstNs": s.first_ns, "lastNs": s.last_ns} for s in summaries]
+
+
+def provenance_page(application: App, stream_id: str, start_ns: int, end_ns: int, *,
+                    cursor: str | None = None, limit: int = 1000,
+                    replay_id: str = "") -> tuple[list[Chain], str | None]:
+    """One page of the window's chains in the original order, and the next page's cursor
+    (None at the end)."""
+    check_window(start_ns, end_ns)
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be 1..{MAX_PAGE}", field="limit")
+    if replay_id:
+        validate_id(replay_id, "replayId")
+    after = decode_cursor(cursor) if cursor else None
+    with application.provenance() as store:
+        application.require_stream(store, stream_id)
+        chains = store.window(stream_id, start_ns, end_ns, replay_id=replay_id, after=after,
+                              limit=limit + 1)
+    more = len(chains) > limit
+    chains = chains[:limit]
+    return chains, (encode_cursor(ChainCursor.after(chains[-1])) if more else None)
+
+
+def ingest_records(application: App, stream_id: str, pipeline: Pipeline,
+                   payloads: list[Any], key_field: str | None = None) -> RunSummary:
+    """Run ``pipeline`` over ``payloads`` (already-parsed JSON values) into ``stream_id``.
+
+    The records are staged in a temporary JSON Lines file in the data dir and the pipeline
+    runs to completion on it: a batch ingest, not a standing deployment (see the docs).
+    """
+    import tempfile
+
+    import orjson
+
+    from streamprov.runtime import JsonLinesSource
+
+    validate_id(stream_id, "streamId")
+    if not payloads:
+        raise InvalidInput("body: no records given", field="body")
+    application.settings.ensure_data_dir()
+    fd, name = tempfile.mkstemp(prefix="ingest-", suffix=".jsonl",
+                                dir=application.settings.data_dir)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for p in payloads:
+                fh.write(orjson.dumps(p) + b"\n")
+        source = JsonLinesSource(str(path), key_field)
+        return application.run(pipeline.with_source(source, sources=1), stream_id=stream_id)
+    finally:
+        path.unlink(missing_ok=True)

@@ -17,8 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streamprov.app import App, RunSummary, Settings, check_window
+from streamprov.config import Catalog
 from streamprov.errors import InvalidInput, StreamprovError
 from streamprov.model import Chain, format_time_ns, parse_time_ns, validate_id
+from streamprov.replay import ReplayEngine, ReplayError, ReplayRequest
 from streamprov.runtime import JsonLinesSink, JsonLinesSource, Pipeline, load_pipeline
 from streamprov.store import ChainCursor
 
@@ -44,6 +46,11 @@ DataDir = Annotated[
                  "default ./streamprov-data].", show_default=False),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config-file", help="Catalog of configurations (TOML) [default: "
+                 "./streamprov.toml if present, else built-in defaults].", show_default=False),
+]
 
 
 def _app(data_dir: Path | None) -> App:
@@ -117,17 +124,27 @@ def demo(
     records: Annotated[int, typer.Option(help="Synthetic records to push through.")] = 20_000,
     sources: Annotated[int, typer.Option(help="Independent ingest sources.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic generator.")] = 7,
+    replay: Annotated[bool, typer.Option(
+        help="End with a replay of the run at two configurations, side by side.")] = True,
     data_dir: DataDir = None,
+    config_file: ConfigFile = None,
 ) -> None:
     """Run the demo pipeline on embedded stores and show what provenance tells about it."""
+    import time
+
     from streamprov.examples.demo import build
 
     _positive(records, "records")
     _positive(sources, "sources")
     application = _app(data_dir)
+    catalog = _catalog(config_file, application)
     pipeline = build(records=records, sources=sources, seed=seed)
+    before_ns = time.time_ns()
     summary = _run_with_progress(application, pipeline, records, None, "demo")
+    after_ns = time.time_ns()
     _print_summary(summary, application, pipeline)
+    if replay:
+        _demo_replays(application, catalog, before_ns, after_ns)
     with application.provenance() as store:
         sample = store.window(summary.result.stream_id, 0, 2**63 - 1, limit=1)
     example = sample[0].record_id if sample else 0
@@ -136,6 +153,10 @@ def demo(
     out.print(f"  streamprov streams{dd}")
     out.print(f"  streamprov provenance show demo {example}{dd}")
     out.print(f"  streamprov provenance query demo --start 0 --end now --limit 5{dd}")
+    if replay:
+        out.print(f"  streamprov replay demo --start {before_ns} --end {after_ns} --config large "
+                  f"--speed 2{dd}")
+        out.print(f"  streamprov serve{dd}    # the HTTP API; OpenAPI at /openapi.json")
 
 
 @app.command()
@@ -291,6 +312,190 @@ def provenance_query(
         out.print(table)
         out.print(f"{shown:,} chains" + (" (first 1,000; use --limit or --json for more)"
                                         if limit is None and shown >= 1000 else ""))
+
+
+# -- replay ------------------------------------------------------------------------------------
+DEMO_CONFIGS = ("small", "medium")
+_FINISHED = ("completed", "failed", "cancelled")
+DEMO_WINDOW_NS = 2_000_000_000
+
+
+def _catalog(config_file: Path | None, application: App) -> Catalog:
+    return Catalog.load(config_file, application.settings.data_dir)
+
+
+def _replay_with_progress(engine: ReplayEngine, request: ReplayRequest,
+                          label: str) -> dict[str, Any]:
+    doc = engine.submit(request)  # bad input fails here, before any output
+    rid = doc["replayId"]
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("records"), TextColumn("{task.fields[phase]}"), TimeElapsedColumn(),
+        console=err, transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=None, phase="queued")
+        try:
+            while (doc := engine.wait(rid, 0.1))["state"] not in _FINISHED:
+                p = doc["progress"]
+                progress.update(task, total=p.get("recordsTotal"),
+                                completed=p.get("recordsInjected") or 0,
+                                phase=p.get("phase", ""))
+        except KeyboardInterrupt:
+            engine.cancel(rid)
+            engine.wait(rid, 120)
+            raise
+    if doc["state"] == "failed":
+        e = doc.get("error") or {}
+        raise ReplayError(f"replay {doc['replayId']} failed: {e.get('message')}",
+                          field=e.get("field"))
+    return doc
+
+
+def _lat(summary: dict[str, Any]) -> str:
+    if not summary or not summary.get("count"):
+        return "-"
+    return (f"p50 {fmt_ns(summary['p50'])}, p95 {fmt_ns(summary['p95'])}, "
+            f"p99 {fmt_ns(summary['p99'])}, max {fmt_ns(summary['max'])}")
+
+
+def _report_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    def rate(x: float | None) -> str:
+        return f"{x:,.0f}/s" if x else "-"
+
+    rows = [
+        ("records", f"{r['records']:,}"),
+        ("duration", f"{r['durationS']:.3f} s (target {r.get('targetDurationS', 0):.3f} s)"),
+        ("throughput", f"{rate(r['achievedThroughput'])} of {rate(r['targetThroughput'])}"),
+        ("latency", _lat(r["latencyNs"])),
+    ]
+    rows += [(f"  hop {stage}", _lat(h)) for stage, h in r["perHopLatencyNs"].items()]
+    lag = r["pacingLagNs"]
+    rows.append(("pacing lag", (_lat(lag) + ("" if r.get("keptUp", True)
+                                              else "  [red]fell behind[/]"))))
+    stage_nodes = [n for n in r["nodes"] if n.get("kind") == "stage"]
+    if stage_nodes:
+        cpu = sum(n.get("cpuPercentMean", 0.0) for n in stage_nodes)
+        rss = max(n.get("rssBytesMax", 0) for n in stage_nodes)
+        util = max(n.get("memoryUtilization", 0.0) for n in stage_nodes)
+        rows.append(("nodes", f"{len(stage_nodes)} stage processes, CPU {cpu:.0f}% in all, "
+                     f"peak RSS {rss / 2**20:.0f} MiB ({util:.1%} of the node type)"))
+    rows.append(("provisioning", f"{r.get('provisioningS', 0):.2f} s, "
+                 f"{len(r['scalingSteps'])} scaling steps"))
+    rows.append(("errors", str(r["errors"])))
+    rows.append(("fidelity", f"{r['fidelity']}" + (
+        "" if r.get("orderPreserved") is None
+        else f", order {'preserved' if r['orderPreserved'] else 'CHANGED'}")))
+    if r.get("costEstimate") is not None:
+        rows.append(("cost estimate", f"{r['costEstimate']:.6f}"))
+    rows += [("note", m) for m in r.get("messages", [])]
+    if r.get("message"):
+        rows.append(("note", r["message"]))
+    return rows
+
+
+def _print_report(doc: dict[str, Any]) -> None:
+    r = doc["report"]
+    req = doc["request"]
+    table = Table(title=f"replay [bold]{doc['replayId']}[/] of {req['streamId']} "
+                  f"[{req['startTime']}, {req['endTime']}) on {r['configurationId']} at "
+                  f"{req['replaySpeed']:g}x: [bold]{doc['state']}[/]", show_header=False,
+                  title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in _report_rows(r):
+        table.add_row(k, v)
+    out.print(table)
+
+
+def _print_comparison(docs: list[dict[str, Any]]) -> None:
+    table = Table("", *[f"{d['report']['configurationId']}" for d in docs],
+                  title="side by side", title_justify="left")
+    rows = [_report_rows(d["report"]) for d in docs]
+    labels = [k for k, _ in rows[0] if k not in ("note",)]
+    for label in labels:
+        values = [next((v for k, v in r if k == label), "-") for r in rows]
+        table.add_row(label, *values)
+    out.print(table)
+
+
+def _demo_replays(application: App, catalog: Catalog, start_ns: int, end_ns: int) -> None:
+    from streamprov.app import replay_engine
+
+    with application.provenance() as store:
+        first = store.window("demo", start_ns, end_ns, limit=1)
+    if not first:
+        return
+    w_start = first[0].origin_ns
+    w_end = min(end_ns, w_start + DEMO_WINDOW_NS)
+    engine = replay_engine(application, catalog)
+    out.print(f"\n[bold]Replay[/] of the run's first {(w_end - w_start) / 1e9:.1f} s at two "
+              f"configurations ({' and '.join(DEMO_CONFIGS)}), real time:")
+    docs = []
+    for cid in DEMO_CONFIGS:
+        req = ReplayRequest.parse("demo", w_start, w_end, cid, 1.0)
+        docs.append(_replay_with_progress(engine, req, f"replay on {cid}"))
+    _print_comparison(docs)
+
+
+@app.command("replay")
+def replay_command(
+    stream: Annotated[str, typer.Argument(help="Stream id.")],
+    start: Annotated[str, typer.Option(help="Window start, inclusive: int ns or RFC 3339.")],
+    end: Annotated[str, typer.Option(help="Window end, exclusive: int ns, RFC 3339 or 'now'.")],
+    config: Annotated[str, typer.Option("--config", help="Configuration id of the catalog.")],
+    speed: Annotated[str, typer.Option(help="Multiple of the original pace (1 = real "
+                                       "time).")] = "1.0",
+    data_dir: DataDir = None,
+    config_file: ConfigFile = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Replay a window of a stream on a configuration and report how it did."""
+    from streamprov.app import replay_engine
+
+    start_ns = _time_or_now(start, "start")
+    end_ns = _time_or_now(end, "end")
+    try:
+        request = ReplayRequest.parse(stream, start_ns, end_ns, config, speed)
+    except InvalidInput as exc:
+        names = {"startTime": "start", "endTime": "end", "replaySpeed": "speed",
+                 "configurationId": "config", "streamId": "stream"}
+        exc.field = names.get(exc.field or "", exc.field)
+        exc.message = exc.message.replace("startTime", "--start").replace(
+            "endTime", "--end").replace("replaySpeed", "--speed")
+        raise
+    application = _app(data_dir)
+    engine = replay_engine(application, _catalog(config_file, application))
+    doc = _replay_with_progress(engine, request, f"replay {stream}")
+    if as_json:
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+    else:
+        _print_report(doc)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    data_dir: DataDir = None,
+    config_file: ConfigFile = None,
+) -> None:
+    """Run the HTTP API (replays, provenance, configurations); OpenAPI at /openapi.json."""
+    import uvicorn
+
+    from streamprov.api import create_app
+    from streamprov.app import replay_engine
+
+    if not 0 < port < 65536:
+        raise InvalidInput(f"--port must be 1..65535, got {port}", field="port")
+    application = _app(data_dir)
+    application.settings.ensure_data_dir()
+    catalog = _catalog(config_file, application)
+    for stream_id, ref in catalog.serve.pipelines.items():
+        application.remember_pipeline(stream_id, load_pipeline(ref))
+    api = create_app(application, catalog, replay_engine(application, catalog))
+    err.print(f"streamprov API on http://{host}:{port} (data dir "
+              f"{application.settings.data_dir}); docs at /docs")
+    uvicorn.run(api, host=host, port=port, log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> None:

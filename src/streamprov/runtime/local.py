@@ -386,8 +386,11 @@ class Deployment:
                     for e in self._live_stage(index):
                         self.wiring.stage_inboxes[index][e.slot].put((DRAIN, upstream))
                 self._join([self._ingest], timeout_s)
+                # join every stage process, also those that already said "done": until a
+                # process has exited, its last chains may still be on their way to the writer
                 for index in range(len(self.pipeline.stages)):
-                    self._join(self._live_stage(index), timeout_s)
+                    self._join([e for e in self._procs.values() if e.stage_index == index],
+                               timeout_s)
                 self.wiring.writer_inbox.put((DRAIN, frozenset()))
                 self._join([self._writer], timeout_s)
             except BaseException:

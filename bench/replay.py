@@ -1,0 +1,178 @@
+"""Replay: reconstruction throughput against a raw ordered window query, pacing error at 1x
+and 10x, and the latency of ``POST /replay``.
+
+* **ratio**: records/s of reconstruction (window rows in the original order, joined with their
+  payloads from the stream log, written to the replay's Arrow file) over records/s of the raw
+  ordered window query alone (``window_rows``), on the same store in the same run
+  (target >= 0.7);
+* **pacing_p99_ms_1x / _10x**: p99 of actual minus scheduled emit time over a full replay
+  (local runner, DuckDB) of records originally 1 ms apart (target <= 1 ms);
+* **post_replay_ms**: median time to the 202 of ``POST /replay`` (ASGI, in process).
+
+The stores are filled directly through the store protocol (rows of a three-hop pipeline), so
+the benchmark measures the replay, not ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from streamprov.app import App, Settings, replay_engine
+from streamprov.config import Catalog, Configuration
+from streamprov.replay import ReplayRequest
+from streamprov.replay.reconstruct import reconstruct
+from streamprov.runtime import load_pipeline
+from streamprov.store import (
+    PROVENANCE_SCHEMA,
+    STREAM_LOG_SCHEMA,
+    open_provenance_store,
+    open_stream_log,
+)
+
+STREAM = "bench"
+PIPELINE = "streamprov.examples.passthrough:pipeline"
+NODES = ("passthrough/source/0", "passthrough/pass/0", "passthrough/sink/0")
+
+
+def fill(settings: Settings, records: int, gap_ns: int, t0_ns: int, *, chunk: int = 200_000
+         ) -> tuple[int, int]:
+    """Write ``records`` complete three-hop chains, hop 0 ``gap_ns`` apart, and their payloads.
+    Returns the window [first, last + 1)."""
+    store = open_provenance_store(settings.provenance_url)
+    log = open_stream_log(settings.stream_log_url)
+    try:
+        for lo in range(0, records, chunk):
+            n = min(chunk, records - lo)
+            rid = np.arange(lo, lo + n, dtype=np.int64)
+            ts0 = t0_ns + rid * gap_ns
+            hops = len(NODES)
+            payloads = [orjson.dumps({"user": f"u{i % 1000}", "amount": i % 97, "seq": i}
+                                     ).decode() for i in range(lo, lo + n)]
+            log.append(pa.table({
+                "stream_id": pa.array([STREAM] * n), "record_id": rid, "ingest_ts_ns": ts0,
+                "key": pa.array([f'"u{i % 1000}"' for i in range(lo, lo + n)]),
+                "payload": pa.array(payloads)}, schema=STREAM_LOG_SCHEMA))
+            cols: dict[str, Any] = {
+                "stream_id": pa.array([STREAM] * (n * hops)),
+                "record_id": np.tile(rid, hops), "branch": np.zeros(n * hops, np.int64),
+                "replay_id": pa.array([""] * (n * hops)),
+                "hop": np.repeat(np.arange(hops, dtype=np.int16), n),
+                "hops": np.full(n * hops, hops, np.int16),
+                "node_id": pa.array(np.repeat(np.array(NODES), n).tolist()),
+                "ts_ns": np.concatenate([ts0 + h * 50_000 for h in range(hops)]),
+                "logical": np.zeros(n * hops, np.int64), "error_ns": np.zeros(n * hops, np.int64),
+                "origin_ts_ns": np.tile(ts0, hops), "origin_logical": np.zeros(n * hops, np.int64),
+                "origin_node": pa.array([NODES[0]] * (n * hops)),
+                "outcome": pa.array(["delivered"] * (n * hops)),
+                "error": pa.nulls(n * hops, pa.string()),
+            }
+            store.write(pa.table(cols, schema=PROVENANCE_SCHEMA))
+    finally:
+        store.close()
+        log.close()
+    return t0_ns, t0_ns + (records - 1) * gap_ns + 1
+
+
+def reconstruction_ratio(root: Path, records: int, rounds: int) -> dict[str, Any]:
+    settings = Settings.resolve(root / "recon")
+    settings.ensure_data_dir()
+    start, end = fill(settings, records, 1_000, 1_700_000_000_000_000_000)
+    raw_s: list[float] = []
+    rec_s: list[float] = []
+    for i in range(rounds):
+        store = open_provenance_store(settings.provenance_url, read_only=True)
+        log = open_stream_log(settings.stream_log_url, read_only=True)
+        try:
+            t = time.perf_counter()
+            rows = sum(b.num_rows for b in store.window_rows(STREAM, start, end,
+                                                             chunk_rows=262_144))
+            raw_s.append(time.perf_counter() - t)
+            assert rows == records * len(NODES)
+            t = time.perf_counter()
+            out = reconstruct(store, log, STREAM, start, end, root / f"w{i}.arrow")
+            rec_s.append(time.perf_counter() - t)
+            assert out.records == records
+        finally:
+            store.close()
+            log.close()
+        print(f"round {i}: raw window query {records / raw_s[-1]:,.0f} records/s, "
+              f"reconstruction {records / rec_s[-1]:,.0f} records/s", flush=True)
+    raw, rec = statistics.median(raw_s), statistics.median(rec_s)
+    return {"ratio": round(raw / rec, 3), "reconstruct_records_per_s": round(records / rec),
+            "raw_window_records_per_s": round(records / raw), "records": records}
+
+
+def pacing(root: Path, records: int) -> dict[str, Any]:
+    settings = Settings.resolve(root / "pace")
+    settings.ensure_data_dir()
+    start, end = fill(settings, records, 1_000_000, time.time_ns() - 3_600_000_000_000)
+    app = App(settings)
+    app.remember_pipeline(STREAM, load_pipeline(PIPELINE))
+    catalog = Catalog.load(None, settings.data_dir, cwd=root)
+    catalog.put_configuration("bench", Configuration(nodes=1, node_type="medium",
+                                                     batch_size=1024))
+    engine = replay_engine(app, catalog)
+    out: dict[str, Any] = {"pacing_records": records}
+    for speed in (1.0, 10.0):
+        doc = engine.run(ReplayRequest.parse(STREAM, start, end, "bench", speed))
+        r = doc["report"]
+        lag = r["pacingLagNs"]
+        tag = f"{speed:g}x"
+        out[f"pacing_p99_ms_{tag}"] = round(lag["p99"] / 1e6, 3)
+        out[f"pacing_p50_ms_{tag}"] = round(lag["p50"] / 1e6, 3)
+        out[f"pacing_max_ms_{tag}"] = round(lag["max"] / 1e6, 3)
+        out[f"duration_s_{tag}"] = r["durationS"]
+        out[f"target_duration_s_{tag}"] = r["targetDurationS"]
+        print(f"pacing at {tag}: p50 {lag['p50'] / 1e6:.3f} ms, p99 {lag['p99'] / 1e6:.3f} ms, "
+              f"max {lag['max'] / 1e6:.3f} ms; duration {r['durationS']:.3f} s of "
+              f"{r['targetDurationS']:.3f} s", flush=True)
+    out["post_replay_ms"] = post_latency(app, catalog, start, min(end, start + 20_000_000))
+    return out
+
+
+def post_latency(app: App, catalog: Catalog, start: int, end: int, rounds: int = 5) -> float:
+    import httpx
+
+    from streamprov.api import create_app
+
+    api = create_app(app, catalog, replay_engine(app, catalog))
+    body = {"streamId": STREAM, "startTime": start, "endTime": end,
+            "configurationId": "bench", "replaySpeed": 10.0}
+
+    async def main() -> list[float]:
+        took: list[float] = []
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
+            for _ in range(rounds):
+                t = time.perf_counter()
+                res = await client.post("/replay", json=body)
+                took.append(time.perf_counter() - t)
+                assert res.status_code == 202, res.text
+                while (await client.get(res.headers["location"])).json()["state"] not in (
+                        "completed", "failed", "cancelled"):
+                    await asyncio.sleep(0.05)
+        return took
+
+    took = asyncio.run(main())
+    ms = statistics.median(took) * 1000
+    print(f"POST /replay: median {ms:.1f} ms to 202 over {rounds} requests", flush=True)
+    return round(ms, 2)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    records = 200_000 if quick else 1_000_000
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        result = {"name": "replay", "target_ratio": 0.7, "target_pacing_p99_ms": 1.0}
+        result.update(reconstruction_ratio(root, records, 2 if quick else 3))
+        result.update(pacing(root, 2_000 if quick else 10_000))
+    return result
