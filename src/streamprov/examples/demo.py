@@ -41,9 +41,11 @@ def score(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch.append_column("risk", risk)
 
 
-def build(records: int | None = 20_000, sources: int = 2, rate: float | None = None,
+def build(records: int | None = 20_000, sources: int = 2, rate: float | None = 8_000.0,
           seed: int = 7) -> Pipeline:
-    """The demo pipeline over ``records`` synthetic payments from ``sources`` sources."""
+    """The demo pipeline over ``records`` synthetic payments from ``sources`` sources, each
+    emitting ``rate`` records/s (None: as fast as it can, which measures queueing, not
+    processing)."""
     p = Pipeline("demo", source=SyntheticSource(records=records, rate=rate, keys=500, seed=seed),
                  sources=sources, description="card payments: parse, validate, enrich, score",
                  ref="streamprov.examples.demo:pipeline")

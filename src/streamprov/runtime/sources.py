@@ -93,10 +93,16 @@ class SyntheticSource:
         return base + (1 if index < extra else 0)
 
     def read(self, index: int, count: int, batch_size: int) -> Iterator[SourceChunk]:
-        rng = np.random.default_rng([self.seed, index])
+        # one generator per field: the values do not depend on how records are batched
+        keys_rng = np.random.default_rng([self.seed, index, 0])
+        amounts_rng = np.random.default_rng([self.seed, index, 1])
         total = self.share(index, count)
         produced = 0
         started = time.monotonic()
+        if self.rate is not None:
+            # a rate-limited source emits what it has every 50 ms at least, as a live feed
+            # would, instead of holding records back until a full batch has accumulated
+            batch_size = max(1, min(batch_size, int(self.rate * 0.05)))
         while total is None or produced < total:
             n = batch_size if total is None else min(batch_size, total - produced)
             if self.rate is not None:
@@ -104,8 +110,8 @@ class SyntheticSource:
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            keys = rng.integers(0, self.keys, n).tolist()
-            amounts = np.round(rng.random(n) * 100.0, 2).tolist()
+            keys = keys_rng.integers(0, self.keys, n).tolist()
+            amounts = np.round(amounts_rng.random(n) * 100.0, 2).tolist()
             users = [f"u{k}" for k in keys]
             payloads = [
                 {"user": u, "amount": a, "seq": produced + i, "source": index}
