@@ -32,3 +32,7 @@ class SystemClock:
 
     def error_bound_ns(self) -> int:
         return 0
+
+    def at_host_ns(self, host_ns: int) -> int:
+        """What this clock read at host time ``host_ns`` (for kernel packet timestamps)."""
+        return host_ns
