@@ -13,9 +13,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from streamprov.clock.config import ClockConfig
+from streamprov.clock.node import NodeClockFactory
+from streamprov.clock.service import TimestampService
 from streamprov.errors import InvalidInput, NotFound, StoreError
 from streamprov.model import Chain, Outcome, validate_id
 from streamprov.runtime import LocalRunner, Pipeline, RunResult
+from streamprov.runtime.worker import ClockFactory, system_clock
 from streamprov.store import (
     ChainCursor,
     ProvenanceStore,
@@ -42,6 +46,10 @@ class Settings(BaseModel):
     stream_log_url: str
     batch_size: int = Field(1024, ge=1, le=1_000_000)
     queue_batches: int = Field(8, ge=1, le=10_000)
+    clock: ClockConfig = Field(default_factory=lambda: ClockConfig.build(base_port=0))
+    """Clock synchronization for the nodes of runs and replays. Embedded runs start their own
+    timestamp service on ephemeral loopback ports; ``streamprov clock serve`` runs one on
+    fixed ports for nodes elsewhere."""
 
     @classmethod
     def resolve(cls, data_dir: str | Path | None = None, **overrides: Any) -> Settings:
@@ -95,6 +103,33 @@ class App:
         embedded = not settings.provenance_url.startswith(("postgresql:", "postgres:"))
         self.gate = StoreGate(enabled=embedded)
         """Orders store use within this process (embedded DuckDB: one process at a time)."""
+        self._clock_lock = threading.Lock()
+        self._clock_service: TimestampService | None = None
+
+    def clock_factory(self) -> ClockFactory:
+        """How node processes get their clocks: synchronized against this app's timestamp
+        service (started on first use), simulated when configured, or the host clock."""
+        cfg = self.settings.clock
+        if not cfg.enabled and not cfg.simulate and cfg.simulate_default is None:
+            return system_clock
+        if not cfg.enabled:
+            return NodeClockFactory(cfg)
+        with self._clock_lock:
+            if self._clock_service is None:
+                service = TimestampService(cfg)
+                service.start()
+                self._clock_service = service
+            return NodeClockFactory(self._clock_service.node_config())
+
+    def clock_service(self) -> TimestampService | None:
+        return self._clock_service
+
+    def close(self) -> None:
+        """Stop what this app started (the timestamp service)."""
+        with self._clock_lock:
+            if self._clock_service is not None:
+                self._clock_service.stop()
+                self._clock_service = None
 
     def runner(self) -> LocalRunner:
         return LocalRunner(batch_size=self.settings.batch_size,
@@ -166,6 +201,7 @@ class App:
         deployment = self.runner().start(
             pipeline, provenance_url=self.settings.provenance_url,
             stream_log_url=self.settings.stream_log_url, stream_id=stream_id,
+            clock_factory=self.clock_factory(),
         )
         outcome: dict[str, Any] = {}
 
@@ -235,7 +271,8 @@ def replay_engine(application: App, catalog: Catalog, *, max_concurrent: int = 1
                         stream_log_url=s.stream_log_url, catalog=catalog,
                         pipeline_for=application.pipeline_for, gate=application.gate,
                         queue_batches=s.queue_batches, max_concurrent=max_concurrent,
-                        sample_interval_s=sample_interval_s)
+                        sample_interval_s=sample_interval_s,
+                        clock_factory=application.clock_factory)
 
 
 # -- reads shared by the CLI and the API ---------------------------------------------------------

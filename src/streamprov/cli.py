@@ -53,8 +53,14 @@ ConfigFile = Annotated[
 ]
 
 
+_opened: list[App] = []
+"""Apps built by the running command; ``main`` closes them (their timestamp service) at the end."""
+
+
 def _app(data_dir: Path | None) -> App:
-    return App(Settings.resolve(data_dir))
+    application = App(Settings.resolve(data_dir))
+    _opened.append(application)
+    return application
 
 
 def fmt_ns(ns: float) -> str:
@@ -498,10 +504,18 @@ def serve(
     uvicorn.run(api, host=host, port=port, log_level="warning")
 
 
+def _dispatch(argv: list[str] | None) -> Any:
+    try:
+        return app(args=argv, prog_name="streamprov", standalone_mode=False)
+    finally:
+        while _opened:
+            _opened.pop().close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: map every expected error to one line and exit code 2."""
     try:
-        code: Any = app(args=argv, prog_name="streamprov", standalone_mode=False)
+        code: Any = _dispatch(argv)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:

@@ -43,6 +43,7 @@ from streamprov.replay.report import build_report, empty_report
 from streamprov.replay.request import OutputSink, ReplayRequest, ReplayState
 from streamprov.replay.source import ReplaySource, cancel_path, go_path
 from streamprov.runtime import CaptureSink, Deployment, LocalRunner, NullSink, Pipeline
+from streamprov.runtime.worker import ClockFactory, system_clock
 from streamprov.store import open_provenance_store, open_stream_log
 
 _POLL_S = 0.02
@@ -80,7 +81,8 @@ class ReplayEngine:
     def __init__(self, *, data_dir: Path, provenance_url: str, stream_log_url: str,
                  catalog: Catalog, pipeline_for: Callable[[str], Pipeline], gate: StoreGate,
                  queue_batches: int = 8, max_concurrent: int = 1,
-                 sample_interval_s: float = 0.25) -> None:
+                 sample_interval_s: float = 0.25,
+                 clock_factory: Callable[[], ClockFactory] | None = None) -> None:
         if max_concurrent < 1:
             raise InvalidInput("max concurrent replays must be at least 1",
                                field="maxConcurrent")
@@ -93,6 +95,8 @@ class ReplayEngine:
         self.queue_batches = queue_batches
         self.max_concurrent = 1 if gate.enabled else max_concurrent
         self.sample_interval_s = sample_interval_s
+        self.clock_factory = clock_factory
+        """Gives the clocks of replay nodes (synchronized like the original run's)."""
         self.registry = ReplayRegistry(data_dir / "replays")
         self.registry.recover()
         self._runs: dict[str, _Run] = {}
@@ -322,7 +326,9 @@ class ReplayEngine:
                              queue_batches=max(self.queue_batches, REPLAY_QUEUE_BATCHES))
         dep = runner.start(replay_pipeline, provenance_url=self.provenance_url,
                            stream_log_url=self.stream_log_url, stream_id=req.stream_id,
-                           replay_id=run.replay_id, record_base=0, log_ingest=False)
+                           replay_id=run.replay_id, record_base=0, log_ingest=False,
+                           clock_factory=(self.clock_factory() if self.clock_factory is not None
+                                          else system_clock))
         provisioning_s = time.perf_counter() - t
         run.deployment = dep
         sampler = ResourceSampler(dep.pids, interval_s=self.sample_interval_s,

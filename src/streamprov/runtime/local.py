@@ -198,6 +198,9 @@ class Deployment:
             for slot in self._active[index]:
                 self._spawn_stage(index, slot)
         self._ingest = self._spawn("ingest", worker.run_ingest, (tuple(self._active[0]),))
+        # sources last, once everything downstream is up: records must not wait in queues
+        # for processes still starting (that would count start-up as latency)
+        self._await_ready(list(self._procs))
         self._sources = [
             self._spawn(f"source-{k}", worker.run_source, (k,))
             for k in range(self.pipeline.sources)

@@ -137,6 +137,31 @@ class _Drain:
         return self.expected is not None and self.expected <= self.byes
 
 
+def _accept_gate(physical: PhysicalClock) -> Callable[[], None]:
+    """What a node calls before taking records: under the clock's ``hold`` policy it waits
+    while the clock is out of tolerance (backpressure does the rest); otherwise nothing."""
+    may_accept = getattr(physical, "may_accept", None)
+    if may_accept is None:
+        return lambda: None
+
+    def gate() -> None:
+        while not may_accept():
+            time.sleep(0.005)
+
+    return gate
+
+
+def _clock_stats(physical: PhysicalClock) -> dict[str, Any]:
+    status = getattr(physical, "status", None)
+    if status is None:
+        return {}
+    stop = getattr(physical, "stop", None)
+    report: dict[str, Any] = status().to_json()
+    if callable(stop):
+        stop()
+    return {"clock": report}
+
+
 def _guard(role: str, token: int, events: Any, body: Callable[[], dict[str, Any]]) -> None:
     try:
         stats = body()
@@ -175,7 +200,9 @@ def run_source(w: Wiring, token: int, index: int) -> None:
         assert p.source is not None
         first = p.stages[0]
         node_id = w.node_id("source", index)
-        clock = HybridLogicalClock(w.clock_factory(node_id))
+        physical = w.clock_factory(node_id)
+        clock = HybridLogicalClock(physical)
+        gate = _accept_gate(physical)
         count = p.sources
         seq = 0
         records = 0
@@ -205,6 +232,7 @@ def run_source(w: Wiring, token: int, index: int) -> None:
             w.ingest_inbox.put((DATA, EncodedBatch.encode(batch, hashes)))
 
         for chunk in p.source.read(index, count, w.batch_size):
+            gate()
             keys, key_failed = _source_keys(first, chunk)
             bad = list(chunk.failed)
             ids = chunk.record_ids
@@ -225,7 +253,8 @@ def run_source(w: Wiring, token: int, index: int) -> None:
             if w.stop_event is not None and w.stop_event.is_set():
                 break
         w.ingest_inbox.put((BYE, token))
-        stats: dict[str, Any] = {"node": node_id, "recordsOut": records, "failed": failed}
+        stats: dict[str, Any] = {"node": node_id, "recordsOut": records, "failed": failed,
+                                 **_clock_stats(physical)}
         report = getattr(p.source, "report", None)
         if callable(report):
             stats["source"] = report()
@@ -336,8 +365,10 @@ def run_stage(w: Wiring, token: int, stage_index: int, slot: int,
         router = (Router(nxt, stage_index + 1, w.stage_inboxes[stage_index + 1], members, token)
                   if nxt is not None and members is not None else None)
         writer = stage.sink.open(slot, w.capture) if stage.sink is not None else None
+        physical = w.clock_factory(node_id)
+        gate = _accept_gate(physical)
         proc = NodeProcessor(
-            stage, stage_index, node_id, HybridLogicalClock(w.clock_factory(node_id)),
+            stage, stage_index, node_id, HybridLogicalClock(physical),
             provenance=p.provenance, next_key=nxt.key if nxt is not None else None,
             sink_writer=writer,
         )
@@ -350,6 +381,7 @@ def run_stage(w: Wiring, token: int, stage_index: int, slot: int,
             msg = inbox.get()
             tag = msg[0]
             if tag == DATA:
+                gate()
                 t0 = time.perf_counter_ns()
                 batch = msg[1]
                 if isinstance(batch, EncodedBatch):
@@ -369,7 +401,8 @@ def run_stage(w: Wiring, token: int, stage_index: int, slot: int,
             writer.close()
         if router is not None:
             router.bye_all()
-        return {"node": node_id, "busyS": busy_ns / 1e9, **proc.stats.as_dict()}
+        return {"node": node_id, "busyS": busy_ns / 1e9, **proc.stats.as_dict(),
+                **_clock_stats(physical)}
 
     _guard(f"node {w.node_id(w.pipeline.stages[stage_index].name, slot)}", token, w.events,
            body)
