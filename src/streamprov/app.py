@@ -226,7 +226,37 @@ class App:
         result: RunResult = outcome["result"]
         if on_progress is not None:
             on_progress(result.ingested)
+        self.remember_clocks(result)
         return self.summarize(result)
+
+    def clock_status_path(self) -> Path:
+        return self.settings.data_dir / "clock.json"
+
+    def remember_clocks(self, result: RunResult) -> list[dict[str, Any]]:
+        """Keep the last run's per-node clock status (what ``clock status`` shows)."""
+        import orjson
+
+        nodes = [n["clock"] for n in result.nodes if "clock" in n]
+        if nodes:
+            doc = {"streamId": result.stream_id, "replayId": result.replay_id, "nodes": nodes,
+                   "maxSkewNs": self.settings.clock.max_skew_ns}
+            tmp = self.clock_status_path().with_suffix(".tmp")
+            tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+            tmp.replace(self.clock_status_path())
+        return nodes
+
+    def clock_status(self) -> dict[str, Any]:
+        """Clocks of the last run's nodes, and this app's timestamp service replicas."""
+        import orjson
+
+        path = self.clock_status_path()
+        doc: dict[str, Any] = orjson.loads(path.read_bytes()) if path.exists() else {
+            "nodes": []}
+        service = self._clock_service
+        doc["replicas"] = [] if service is None else [r.to_json() for r in service.status()]
+        doc["maxSkewNs"] = self.settings.clock.max_skew_ns
+        doc["policy"] = str(self.settings.clock.policy)
+        return doc
 
     def summarize(self, result: RunResult) -> RunSummary:
         with self.provenance() as store:

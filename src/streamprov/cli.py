@@ -504,6 +504,82 @@ def serve(
     uvicorn.run(api, host=host, port=port, log_level="warning")
 
 
+# -- clock ------------------------------------------------------------------------------------
+clock_app = typer.Typer(help="Clock synchronization: the timestamp service and node clocks.",
+                        no_args_is_help=True)
+app.add_typer(clock_app, name="clock")
+
+
+@clock_app.command("status")
+def clock_status(
+    data_dir: DataDir = None,
+    probe: Annotated[list[str] | None, typer.Option(
+        help="Also query a timestamp service replica at HOST:PORT (repeatable).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Each node's clock in the last run (replica, offset, error bound, drift, tolerance)."""
+    from streamprov.clock.config import ClockConfig
+    from streamprov.clock.service import probe_replicas
+
+    application = _app(data_dir)
+    doc = application.clock_status()
+    if probe:
+        cfg = ClockConfig.build(replica_addresses=tuple(probe))
+        doc["probes"] = [
+            {"address": p.address, "reachable": p.reachable, "stratum": p.stratum,
+             "offsetNs": p.offset_ns, "delayNs": p.delay_ns, "rootDistanceNs": p.root_distance_ns,
+             "error": p.error}
+            for p in probe_replicas(cfg)
+        ]
+    if as_json:
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+        return
+    nodes = doc.get("nodes", [])
+    if not nodes:
+        out.print(f"no run has recorded clocks in {application.settings.data_dir}; "
+                  "try: streamprov demo")
+    else:
+        table = Table("node", "replica", "offset", "error bound", "drift", "last sync",
+                      "within tolerance", "violations",
+                      title=f"clocks at the end of the last run of stream {doc.get('streamId')}"
+                      f" (tolerance {fmt_ns(doc['maxSkewNs'])}, policy {doc['policy']})",
+                      title_justify="left")
+        for n in nodes:
+            table.add_row(
+                n["nodeId"], str(n.get("replicaAddress") or "-"),
+                fmt_ns(n["offsetNs"]) if n.get("offsetNs") is not None else "-",
+                fmt_ns(n["errorNs"]) if n.get("errorNs") else "-",
+                f"{n['driftPpm']:+.2f} ppm" if n.get("driftPpm") is not None else "-",
+                format_time_ns(n["lastSyncNs"]) if n.get("lastSyncNs") else "never",
+                "yes" if n.get("withinTolerance") else "[red]no[/]", str(n.get("violations", 0)))
+        out.print(table)
+    for p in doc.get("probes", []):
+        state = (f"stratum {p['stratum']}, offset {fmt_ns(p['offsetNs'])}, delay "
+                 f"{fmt_ns(p['delayNs'])}" if p["reachable"] else f"unreachable: {p['error']}")
+        out.print(f"replica {p['address']}: {state}")
+
+
+@clock_app.command("serve")
+def clock_serve(
+    port: Annotated[int, typer.Option(help="UDP port of the first replica.")] = 12300,
+    replicas: Annotated[int, typer.Option(help="Replicas, on ports PORT..PORT+N-1.")] = 3,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    upstream: Annotated[list[str] | None, typer.Option(
+        help="Upstream NTP server HOST[:PORT] the replicas follow (repeatable).")] = None,
+) -> None:
+    """Run the timestamp service (NTPv4 replicas) for nodes on other machines."""
+    from streamprov.clock.config import ClockConfig
+    from streamprov.clock.service import TimestampService
+
+    cfg = ClockConfig.build(base_port=port, replicas=replicas, host=host,
+                            upstream=tuple(upstream or ()))
+    service = TimestampService(cfg)
+    service.start()
+    addrs = ", ".join(f"{h}:{p}" for h, p in service.addresses)
+    out.print(f"timestamp service: {cfg.replica_count} NTPv4 replicas on {addrs}; Ctrl-C stops")
+    service.serve_forever()
+
+
 def _dispatch(argv: list[str] | None) -> Any:
     try:
         return app(args=argv, prog_name="streamprov", standalone_mode=False)
