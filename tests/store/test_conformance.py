@@ -340,3 +340,21 @@ def _set_schema_version(stores: Stores, version: int) -> None:
                 "WHERE key = 'schema_version'",
                 [str(version)],
             )
+
+
+def test_entries_table_returns_stored_json_text(stores: Stores) -> None:
+    """Bulk reads hand back the JSON text as stored, for copies that need no parsing."""
+    from streamprov.store import STREAM_LOG_SCHEMA
+
+    log = stores.stream_log()
+    table = pa.Table.from_pylist(
+        [{"stream_id": "bulk", "record_id": i, "ingest_ts_ns": 1_000 + i,
+          "key": None if i % 2 else f'"k{i}"', "payload": f'{{"i":{i}}}'} for i in range(5)],
+        schema=STREAM_LOG_SCHEMA)
+    log.append(table)
+    got = log.entries_table("bulk", [4, 1, 99])
+    by_id = {r["record_id"]: r for r in got.to_pylist()}
+    assert set(by_id) == {1, 4}
+    assert by_id[4]["payload"] == '{"i":4}' and by_id[4]["key"] == '"k4"'
+    assert by_id[1]["key"] is None
+    assert log.entries_table("nope", [1]).num_rows == 0

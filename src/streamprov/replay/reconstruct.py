@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -97,21 +95,21 @@ def reconstruct(store: ProvenanceStore, log: StreamLog, stream_id: str, start_ns
             # (when payloads are missing, fidelity is "unknown" whatever the digest says)
             out.digest.add(rid[keep], branch[keep], kept_outcomes)
             ids = rid[inject]
-            id_list = ids.tolist()
-            entries = log.entries(stream_id, id_list) if id_list else {}
-            have = np.fromiter((i in entries for i in id_list), dtype=bool, count=len(ids))
-            out.missing_payloads += int((~have).sum())
-            ids = ids[have]
+            its = ts[inject]
             if not len(ids):
                 continue
-            its = ts[inject][have]
-            found = [entries[i] for i in ids.tolist()]
-            dumps = orjson.dumps
-            keys = [None if e.key is None else dumps(e.key) for e in found]
-            payloads = [dumps(e.payload) for e in found]
+            # the stored JSON text goes straight into the file: no parsing, no re-encoding
+            found = log.entries_table(stream_id, ids)
+            pos = pc.index_in(pa.array(ids), found.column("record_id"))
+            have = pc.is_valid(pos).to_numpy(zero_copy_only=False)
+            out.missing_payloads += int((~have).sum())
+            if not have.any():
+                continue
+            order = pc.drop_null(pos)
+            ids, its = ids[have], its[have]
             table = pa.table([pa.array(ids, pa.int64()), pa.array(its, pa.int64()),
-                              pa.array(keys, pa.binary()).cast(pa.string()),
-                              pa.array(payloads, pa.binary()).cast(pa.string())],
+                              found.column("key").take(order),
+                              found.column("payload").take(order)],
                              schema=WINDOW_FILE_SCHEMA)
             for part in table.to_batches(max_chunksize=FILE_BATCH_ROWS):
                 w.write_batch(part)

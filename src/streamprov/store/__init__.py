@@ -12,6 +12,7 @@ from streamprov.errors import StoreError
 from streamprov.store.base import (
     CHAIN_ORDER,
     DEFAULT_PARTITION_NS,
+    LOG_ENTRY_SCHEMA,
     PROVENANCE_SCHEMA,
     STREAM_LOG_SCHEMA,
     ChainCursor,
@@ -24,6 +25,7 @@ from streamprov.store.base import (
 __all__ = [
     "CHAIN_ORDER",
     "DEFAULT_PARTITION_NS",
+    "LOG_ENTRY_SCHEMA",
     "PROVENANCE_SCHEMA",
     "STREAM_LOG_SCHEMA",
     "ChainCursor",

@@ -51,6 +51,16 @@ STREAM_LOG_SCHEMA = pa.schema(
 )
 """One row per accepted record. ``key`` and ``payload`` are JSON text."""
 
+LOG_ENTRY_SCHEMA = pa.schema(
+    [
+        pa.field("record_id", pa.int64(), nullable=False),
+        pa.field("ingest_ts_ns", pa.int64(), nullable=False),
+        pa.field("key", pa.string(), nullable=True),
+        pa.field("payload", pa.string(), nullable=False),
+    ]
+)
+"""Stream-log entries as read back in bulk: key and payload as the JSON text stored."""
+
 CHAIN_ORDER = ("origin_ts_ns", "origin_logical", "origin_node", "record_id", "branch")
 """The original order of a stream: hop-0 HLC stamp, then node id, then record id and branch."""
 
@@ -234,6 +244,11 @@ class StreamLog(Protocol):
         ...
 
     def count(self, stream_id: str) -> int: ...
+
+    def entries_table(self, stream_id: str, record_ids: Sequence[int]) -> pa.Table:
+        """Entries of the given records that are in the log, in ``LOG_ENTRY_SCHEMA``, in no
+        particular order; the JSON text as stored, not parsed (for bulk copies)."""
+        ...
 
     def entries(self, stream_id: str, record_ids: Sequence[int]) -> dict[int, LogEntry]:
         """Payloads of the given records that are in the log (expired ones are absent)."""

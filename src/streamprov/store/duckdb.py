@@ -35,6 +35,7 @@ from streamprov.errors import SchemaVersionError, StoreError
 from streamprov.model import Chain, Outcome
 from streamprov.store.base import (
     DEFAULT_PARTITION_NS,
+    LOG_ENTRY_SCHEMA,
     PROVENANCE_SCHEMA,
     STREAM_LOG_SCHEMA,
     ChainCursor,
@@ -533,6 +534,21 @@ class DuckDBStreamLog(_DuckDBFile):
             return 0
         row = self._require().execute(f"SELECT count(*) FROM {table}").fetchone()
         return int(row[0]) if row else 0
+
+    def entries_table(self, stream_id: str, record_ids: Sequence[int]) -> pa.Table:
+        table = self._table(stream_id)
+        if table is None or not len(record_ids):
+            return LOG_ENTRY_SCHEMA.empty_table()
+        con = self._require().cursor()
+        try:
+            ids = pa.table({"record_id": pa.array(record_ids, pa.int64())})
+            con.register("_wanted", ids)
+            return con.sql(
+                f"SELECT l.record_id, l.ingest_ts_ns, l.key, l.payload FROM {table} l "
+                "SEMI JOIN _wanted w USING (record_id)"
+            ).to_arrow_table().cast(LOG_ENTRY_SCHEMA)
+        finally:
+            con.close()
 
     def entries(self, stream_id: str, record_ids: Sequence[int]) -> dict[int, LogEntry]:
         table = self._table(stream_id)

@@ -53,6 +53,7 @@ from streamprov.errors import InvalidInput, SchemaVersionError, StoreError
 from streamprov.model import Chain, Outcome
 from streamprov.store.base import (
     DEFAULT_PARTITION_NS,
+    LOG_ENTRY_SCHEMA,
     PROVENANCE_SCHEMA,
     STREAM_LOG_SCHEMA,
     ChainCursor,
@@ -829,6 +830,20 @@ class PostgresStreamLog(_PgStore):
             f"SELECT count(*) FROM {self._root} WHERE stream_id = %s", [stream_id]
         ).fetchone())
         return int(row[0]) if row else 0
+
+    def entries_table(self, stream_id: str, record_ids: Sequence[int]) -> pa.Table:
+        if self._empty or not len(record_ids):
+            return LOG_ENTRY_SCHEMA.empty_table()
+        ids = [int(r) for r in record_ids]
+        rows = self._run("reading payloads", lambda c: c.execute(
+            f"SELECT record_id, ingest_ts_ns, key, payload FROM {self._root} "
+            "WHERE stream_id = %s AND record_id = ANY(%s::bigint[])",
+            [stream_id, ids],
+        ).fetchall())
+        cols = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
+        return pa.Table.from_arrays(
+            [pa.array(c, type=f.type) for c, f in zip(cols, LOG_ENTRY_SCHEMA, strict=True)],
+            schema=LOG_ENTRY_SCHEMA)
 
     def entries(self, stream_id: str, record_ids: Sequence[int]) -> dict[int, LogEntry]:
         if self._empty or not len(record_ids):
