@@ -202,3 +202,50 @@ def test_replay_bad_input(demo_dir: Path, capsys: pytest.CaptureFixture[str],
 def test_serve_rejects_a_bad_port(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = cli(capsys, "serve", "--port", "70000", "--data-dir", str(tmp_path))
     assert code == 2 and "--port" in err
+
+
+def test_demo_ends_with_a_short_tuning_run(demo_dir: Path) -> None:
+    jobs = sorted((demo_dir / "tuning").glob("t-*.json"))
+    assert len(jobs) == 1
+    doc = json.loads(jobs[0].read_text())
+    assert doc["state"] == "completed" and 1 <= len(doc["evaluations"]) <= 3
+    assert doc["request"]["algorithm"] == "hill-climb"
+
+
+def test_tune_command_and_scaling_events(demo_dir: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # latency bound only: whether a small node keeps up depends on the machine's load
+    code, out, err = cli(capsys, "tune", "demo", "--start", "0", "--end", "now", "--p99-ms",
+                         "60000", "--no-keep-up", "--budget", "2", "--sample-s", "0.3",
+                         "--nodes", "1-2", "--node-types", "small", "--batch-sizes", "256",
+                         "--config", "small", "--apply", "--data-dir", str(demo_dir))
+    assert code == 0, err
+    assert "configuration" in out and "SLO" in out and "best:" in out
+    code, out, err = cli(capsys, "scaling", "events", "--data-dir", str(demo_dir), "--json")
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[0]["trigger"].startswith("tune t-") and events[0]["applied"] == "recorded"
+    code, out, err = cli(capsys, "scaling", "events", "--stream", "demo", "--data-dir",
+                         str(demo_dir))
+    assert code == 0 and "tune t-" in out
+    code, out, err = cli(capsys, "scaling", "triggers", "--data-dir", str(demo_dir))
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--algorithm", "annealing"], "algorithm"),
+    (["--budget", "0"], "budget"),
+    (["--p99-ms", "-1"], "p99LatencyMs"),
+    (["--nodes", "a-b"], "--nodes"),
+    (["--node-types", "huge"], "unknown node type"),
+])
+def test_tune_bad_input(demo_dir: Path, capsys: pytest.CaptureFixture[str],
+                        args: list[str], needle: str) -> None:
+    base = {"--start": "0", "--end": "now", "--p99-ms": "100"}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    flat = [x for kv in base.items() for x in kv]
+    code, _, err = cli(capsys, "tune", "demo", *flat, "--data-dir", str(demo_dir))
+    assert code == 2, err
+    assert needle in err and "Traceback" not in err
+    assert err.count("\n") == 1

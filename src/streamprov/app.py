@@ -29,6 +29,8 @@ from streamprov.store import (
 )
 
 if TYPE_CHECKING:
+    from streamprov.adapt.service import AdaptationService
+    from streamprov.adapt.tuning import TuningService
     from streamprov.config import Catalog
     from streamprov.replay.engine import ReplayEngine
 
@@ -303,6 +305,22 @@ def replay_engine(application: App, catalog: Catalog, *, max_concurrent: int = 1
                         queue_batches=s.queue_batches, max_concurrent=max_concurrent,
                         sample_interval_s=sample_interval_s,
                         clock_factory=application.clock_factory)
+
+
+def adaptation_service(application: App, catalog: Catalog) -> AdaptationService:
+    """Expectations, deviation triggers and the scaling audit trail in the data dir."""
+    from streamprov.adapt.service import AdaptationService
+
+    return AdaptationService(application.settings.data_dir, catalog)
+
+
+def tuning_service(application: App, catalog: Catalog,
+                   adaptation: AdaptationService | None = None) -> TuningService:
+    """Tuning jobs over ``application``'s stores (their replays share its gate)."""
+    from streamprov.adapt.tuning import TuningService
+
+    return TuningService(application, catalog,
+                         adaptation or adaptation_service(application, catalog))
 
 
 # -- reads shared by the CLI and the API ---------------------------------------------------------

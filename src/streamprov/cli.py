@@ -35,6 +35,9 @@ app = typer.Typer(
 provenance_app = typer.Typer(help="Look up provenance chains: who touched a record, and when.",
                              no_args_is_help=True)
 app.add_typer(provenance_app, name="provenance")
+scaling_app = typer.Typer(help="The scaling audit trail and deviation triggers.",
+                          no_args_is_help=True)
+app.add_typer(scaling_app, name="scaling")
 
 # piped output is not cut to 80 columns: tables stay whole for grep and less
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -42,14 +45,14 @@ err = Console(stderr=True, highlight=False)
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Where the stores live [env STREAMPROV_DATA_DIR; "
-                 "default ./streamprov-data].", show_default=False),
+    typer.Option("--data-dir", help="Where the stores live (env STREAMPROV_DATA_DIR; "
+                 "default ./streamprov-data).", show_default=False),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ConfigFile = Annotated[
     Path | None,
-    typer.Option("--config-file", help="Catalog of configurations (TOML) [default: "
-                 "./streamprov.toml if present, else built-in defaults].", show_default=False),
+    typer.Option("--config-file", help="Catalog of configurations (TOML) (default: "
+                 "./streamprov.toml if present, else built-in defaults).", show_default=False),
 ]
 
 
@@ -132,6 +135,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic generator.")] = 7,
     replay: Annotated[bool, typer.Option(
         help="End with a replay of the run at two configurations, side by side.")] = True,
+    tune: Annotated[bool, typer.Option(
+        help="With --replay: then a short tuning run (a few replays) for the cheapest "
+        "configuration that meets a latency SLO.")] = True,
     data_dir: DataDir = None,
     config_file: ConfigFile = None,
 ) -> None:
@@ -151,6 +157,8 @@ def demo(
     _print_summary(summary, application, pipeline)
     if replay:
         _demo_replays(application, catalog, before_ns, after_ns)
+        if tune:
+            _demo_tuning(application, catalog, before_ns, after_ns)
     with application.provenance() as store:
         sample = store.window(summary.result.stream_id, 0, 2**63 - 1, limit=1)
     example = sample[0].record_id if sample else 0
@@ -162,6 +170,9 @@ def demo(
     if replay:
         out.print(f"  streamprov replay demo --start {before_ns} --end {after_ns} --config large "
                   f"--speed 2{dd}")
+        out.print(f"  streamprov tune demo --start {before_ns} --end {after_ns} --p99-ms 200 "
+                  f"--budget 8 --sample-s 1{dd}")
+        out.print(f"  streamprov scaling events{dd}")
         out.print(f"  streamprov serve{dd}    # the HTTP API; OpenAPI at /openapi.json")
 
 
@@ -470,18 +481,29 @@ def replay_command(
             "endTime", "--end").replace("replaySpeed", "--speed")
         raise
     application = _app(data_dir)
-    engine = replay_engine(application, _catalog(config_file, application))
+    catalog = _catalog(config_file, application)
+    engine = replay_engine(application, catalog)
     doc = _replay_with_progress(engine, request, f"replay {stream}")
+    from streamprov.app import adaptation_service
+
+    # the deviation trigger: compare with what this configuration delivered before
+    event = adaptation_service(application, catalog).after_replay(doc)
     if as_json:
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")
     else:
         _print_report(doc)
+        if event is not None:
+            out.print(f"[yellow]deviation[/] from the expected: {'; '.join(event['reasons'])}"
+                      " (streamprov scaling triggers)")
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    auto_tune: Annotated[bool, typer.Option(
+        help="A replay that strays from what its configuration delivered before starts a "
+        "tuning job of its window, applied when done.")] = False,
     data_dir: DataDir = None,
     config_file: ConfigFile = None,
 ) -> None:
@@ -498,7 +520,8 @@ def serve(
     catalog = _catalog(config_file, application)
     for stream_id, ref in catalog.serve.pipelines.items():
         application.remember_pipeline(stream_id, load_pipeline(ref))
-    api = create_app(application, catalog, replay_engine(application, catalog))
+    api = create_app(application, catalog, replay_engine(application, catalog),
+                     auto_tune=auto_tune)
     err.print(f"streamprov API on http://{host}:{port} (data dir "
               f"{application.settings.data_dir}); docs at /docs")
     uvicorn.run(api, host=host, port=port, log_level="warning")
@@ -586,6 +609,229 @@ def _dispatch(argv: list[str] | None) -> Any:
     finally:
         while _opened:
             _opened.pop().close()
+
+
+# -- adaptation --------------------------------------------------------------------------------
+DEMO_TUNE_BUDGET = 3
+DEMO_TUNE_SAMPLE_S = 0.5
+DEMO_TUNE_P99_MS = 500.0
+
+
+def _ints(value: str | None, name: str, sep: str = ",") -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(x) for x in value.split(sep) if x.strip()]
+    except ValueError:
+        raise InvalidInput(f"--{name}: give integers separated by '{sep}', got {value!r}",
+                           field=name) from None
+
+
+def _evaluation_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table("#", "configuration", "cost/h", "p99 latency", "throughput", "kept up",
+                  "SLO", title=title, title_justify="left")
+    best = min((r for r in rows if r["sloMet"]), key=lambda r: r["cost"], default=None)
+    for r in rows:
+        c = r["configuration"]
+        mark = "[green]met[/]" if r["sloMet"] else "[red]missed[/]"
+        star = " [bold]*[/]" if r is best else ""
+        table.add_row(str(r["index"]), f"{c['nodes']} x {c['nodeType']}, batch "
+                      f"{c['batchSize']}{star}", f"{r['cost']:.3f}",
+                      fmt_ns(r["p99LatencyNs"]) if r["p99LatencyNs"] < 2**62 else "-",
+                      f"{r['throughput']:,.0f}/s", "yes" if r["keptUp"] else "no", mark)
+    return table
+
+
+def _tune_outcome(doc: dict[str, Any]) -> None:
+    best = doc.get("best")
+    if doc["state"] != "completed":
+        e = doc.get("error") or {}
+        raise ReplayError(f"tuning job {doc['tuneId']} {doc['state']}: {e.get('message')}",
+                          field=e.get("field"))
+    if best is None:
+        out.print(f"[yellow]{doc.get('message') or 'no configuration met the SLO'}[/]")
+        return
+    c = best["configuration"]
+    line = (f"best: [bold]{c['nodes']} x {c['nodeType']}, batch {c['batchSize']}[/] at "
+            f"{best['cost']:.3f}/h, p99 {fmt_ns(best['p99LatencyNs'])}")
+    imp = doc.get("improvement")
+    if imp and imp.get("costReduction") is not None:
+        start = doc["start"]["configuration"]
+        line += (f"; {imp['costReduction']:.0%} cheaper than the start ({start['nodes']} x "
+                 f"{start['nodeType']}, batch {start['batchSize']}, "
+                 f"{imp['startCost']:.3f}/h"
+                 + ("" if imp.get("startMetSlo") else ", which missed the SLO") + ")")
+    out.print(line)
+    for a in doc.get("applied") or []:
+        out.print(f"applied: {a['applied']} ({a.get('note') or a.get('stage')})")
+
+
+def _run_tuning(application: App, catalog: Catalog, request: Any, title: str
+                ) -> dict[str, Any]:
+    from rich.live import Live
+
+    from streamprov.app import adaptation_service, tuning_service
+
+    adaptation = adaptation_service(application, catalog)
+    service = tuning_service(application, catalog, adaptation)
+    rows: list[dict[str, Any]] = []
+    with Live(_evaluation_table(rows, title), console=out, refresh_per_second=4,
+              transient=False) as live:
+        def on_evaluation(entry: dict[str, Any]) -> None:
+            rows.append(entry)
+            live.update(_evaluation_table(rows, title))
+
+        doc = service.run(request, on_evaluation=on_evaluation)
+    out.print()
+    return doc
+
+
+def _demo_tuning(application: App, catalog: Catalog, start_ns: int, end_ns: int) -> None:
+    from streamprov.adapt.tuning import TuneRequest
+
+    request = TuneRequest.parse(
+        stream_id="demo", start=start_ns, end=end_ns, p99_latency_ms=DEMO_TUNE_P99_MS,
+        algorithm="hill-climb", budget=DEMO_TUNE_BUDGET, sample_s=DEMO_TUNE_SAMPLE_S,
+        configuration_id="medium", nodes=[1, 2], node_types=["small", "medium"],
+        batch_sizes=[256, 1024])
+    out.print(f"\n[bold]Tuning[/]: the cheapest configuration with p99 <= "
+              f"{DEMO_TUNE_P99_MS:g} ms that keeps up, by hill climbing from 'medium' "
+              f"({DEMO_TUNE_BUDGET} replays of {DEMO_TUNE_SAMPLE_S:g} s):")
+    doc = _run_tuning(application, catalog, request, "evaluations")
+    _tune_outcome(doc)
+
+
+@app.command("tune")
+def tune_command(
+    stream: Annotated[str, typer.Argument(help="Stream id.")],
+    start: Annotated[str, typer.Option(help="Window start, inclusive: int ns or RFC 3339.")],
+    end: Annotated[str, typer.Option(help="Window end, exclusive: int ns, RFC 3339 or 'now'.")],
+    p99_ms: Annotated[float, typer.Option("--p99-ms", help="SLO: p99 latency bound, ms.")],
+    algorithm: Annotated[str, typer.Option(
+        help="hill-climb, genetic or grid.")] = "hill-climb",
+    budget: Annotated[int, typer.Option(help="Configurations to replay at most.")] = 12,
+    max_error_rate: Annotated[float, typer.Option(help="SLO: failed / records bound.")] = 0.0,
+    keep_up: Annotated[bool, typer.Option(
+        help="SLO: the replay must keep up with its speed.")] = True,
+    sample_s: Annotated[float | None, typer.Option(
+        "--sample-s", help="Replay only the window's first seconds.")] = None,
+    speed: Annotated[str, typer.Option(help="Speed of every replay (1 = real time).")] = "1.0",
+    start_config: Annotated[str | None, typer.Option(
+        "--config", help="Starting configuration [default: medium].")] = None,
+    nodes: Annotated[str | None, typer.Option(help="Node range per stage, MIN-MAX.")] = None,
+    node_types: Annotated[str | None, typer.Option(
+        help="Node types, comma-separated [default: all].")] = None,
+    batch_sizes: Annotated[str | None, typer.Option(
+        help="Batch sizes, comma-separated [default: the catalog's].")] = None,
+    repeats: Annotated[int, typer.Option(help="Extra replays of a result near a bound.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the randomized searches.")] = 0,
+    apply: Annotated[bool, typer.Option(help="Apply the best configuration.")] = False,
+    data_dir: DataDir = None,
+    config_file: ConfigFile = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search for the cheapest configuration that meets an SLO, by replaying the window."""
+    from streamprov.adapt.tuning import TuneRequest
+
+    names = {"startTime": "start", "endTime": "end", "replaySpeed": "speed",
+             "configurationId": "config", "streamId": "stream", "sampleS": "sample-s",
+             "slo.p99LatencyMs": "p99-ms", "nodeTypes": "node-types",
+             "batchSizes": "batch-sizes"}
+    try:
+        request = TuneRequest.parse(
+            stream_id=stream, start=_time_or_now(start, "start"),
+            end=_time_or_now(end, "end"), p99_latency_ms=p99_ms,
+            max_error_rate=max_error_rate, keep_up=keep_up, algorithm=algorithm,
+            budget=budget,
+            apply=apply, sample_s=sample_s, speed=speed, configuration_id=start_config,
+            nodes=_ints(nodes, "nodes", "-"),
+            node_types=[t for t in node_types.split(",") if t] if node_types else None,
+            batch_sizes=_ints(batch_sizes, "batch-sizes"), repeats=repeats, seed=seed)
+    except InvalidInput as exc:
+        exc.field = names.get(exc.field or "", exc.field)
+        raise
+    application = _app(data_dir)
+    catalog = _catalog(config_file, application)
+    if as_json:
+        from streamprov.app import tuning_service
+
+        doc = tuning_service(application, catalog).run(request)
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+        return
+    doc = _run_tuning(application, catalog, request,
+                      f"tuning {stream} by {algorithm}, budget {budget}")
+    _tune_outcome(doc)
+
+
+def _events_table(events: list[dict[str, Any]]) -> Table:
+    table = Table("time", "stream", "stage", "from", "to", "trigger", "applied", "why",
+                  title="scaling decisions, newest first", title_justify="left")
+
+    def cfg(x: Any) -> str:
+        if isinstance(x, dict):
+            return f"{x.get('nodes')} x {x.get('nodeType')}, batch {x.get('batchSize')}"
+        return "-" if x is None else str(x)
+
+    for e in events:
+        table.add_row(e["time"], e.get("streamId", "-"), e.get("stage") or "all",
+                      cfg(e.get("from")), cfg(e.get("to")), str(e.get("trigger")),
+                      str(e.get("applied", "-")), e.get("reason") or e.get("note") or "")
+    return table
+
+
+@scaling_app.command("events")
+def scaling_events_command(
+    stream: Annotated[str | None, typer.Option(help="Only this stream.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest events to show.")] = 100,
+    data_dir: DataDir = None,
+    config_file: ConfigFile = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Every scaling decision: time, from, to, trigger (memory, tune <id>) and figures."""
+    from streamprov.app import adaptation_service
+
+    application = _app(data_dir)
+    adaptation = adaptation_service(application, _catalog(config_file, application))
+    events = adaptation.scaling_events(stream, limit)
+    if as_json:
+        for e in events:
+            sys.stdout.write(orjson.dumps(e).decode() + "\n")
+        return
+    if not events:
+        out.print("no scaling decisions yet; try: streamprov tune ... --apply")
+        return
+    out.print(_events_table(events))
+
+
+@scaling_app.command("triggers")
+def scaling_triggers_command(
+    stream: Annotated[str | None, typer.Option(help="Only this stream.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest triggers to show.")] = 100,
+    data_dir: DataDir = None,
+    config_file: ConfigFile = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Deviation triggers: replays (or live windows) that strayed from the expectation."""
+    from streamprov.app import adaptation_service, replay_engine
+
+    application = _app(data_dir)
+    catalog = _catalog(config_file, application)
+    adaptation = adaptation_service(application, catalog)
+    adaptation.sync_replays(replay_engine(application, catalog).history)
+    events = adaptation.trigger_events(stream, limit)
+    if as_json:
+        for e in events:
+            sys.stdout.write(orjson.dumps(e).decode() + "\n")
+        return
+    if not events:
+        out.print("no deviation triggers yet")
+        return
+    table = Table("time", "stream", "configuration", "source", "reasons",
+                  title="deviation triggers, newest first", title_justify="left")
+    for e in events:
+        table.add_row(e["time"], e["streamId"], e["configurationId"], e["source"],
+                      "; ".join(e["reasons"]))
+    out.print(table)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,9 @@ import orjson
 from fastapi import FastAPI, Query, Request, Response
 from pydantic import ValidationError
 
+from streamprov.adapt.service import AdaptationService
+from streamprov.adapt.tuning import TuningService
+from streamprov.api import adapt as adapt_routes
 from streamprov.api import errors
 from streamprov.api.schemas import (
     CatalogOut,
@@ -34,6 +37,7 @@ from streamprov.api.schemas import (
 )
 from streamprov.app import (
     App,
+    adaptation_service,
     ingest_records,
     provenance_page,
     streams_overview,
@@ -52,10 +56,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text} for code, text in (
         (400, "Invalid input; `error.field` names it."),
         (404, "Unknown stream, record, replay or configuration."),
-        (409, "Conflicting state (the replay already finished, say)."),
+        (409, "Conflicting state (the replay or tuning job already finished, say)."),
         (413, "Body too large."),
         (422, "Request body or parameters do not match the schema."),
-        (429, "Too many concurrent replays; see Retry-After."),
+        (429, "Too many concurrent replays or tuning jobs; see Retry-After."),
         (503, "Stores busy (an embedded store admits one process at a time); see Retry-After."),
     )
 }
@@ -70,14 +74,23 @@ def _time_param(value: str | None, name: str, default: int) -> int:
 
 
 def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
-               served: dict[str, str] | None = None) -> FastAPI:
+               served: dict[str, str] | None = None,
+               adaptation: AdaptationService | None = None,
+               tuning: TuningService | None = None, auto_tune: bool = False) -> FastAPI:
     """The ASGI app. ``served`` maps stream ids to pipeline import paths that
-    ``POST /streams/{streamId}/records`` feeds (default: the catalog's ``[serve]`` section)."""
+    ``POST /streams/{streamId}/records`` feeds (default: the catalog's ``[serve]`` section).
+    ``adaptation`` and ``tuning`` default to services over ``application``'s data dir;
+    ``auto_tune``: a deviation trigger after a replay starts a tuning job (and applies it)."""
     pipelines = dict(served if served is not None else catalog.serve.pipelines)
+    adaptation = adaptation or adaptation_service(application, catalog)
+    tuning = tuning or TuningService(application, catalog, adaptation)
+    if auto_tune:
+        adaptation.trigger.on_fire = tuning.reconfigure
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        tuning.close()
         engine.close()
 
     api = FastAPI(
@@ -91,6 +104,7 @@ def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
     )
     errors.install(api)
     api.add_middleware(errors.BodyLimit, max_bytes=MAX_BODY_BYTES)
+    adapt_routes.install(api, engine, adaptation, tuning)
 
     # -- health, streams, provenance ---------------------------------------------------------
     @api.get("/healthz", response_model=Health, tags=["service"])
