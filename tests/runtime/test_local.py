@@ -1,4 +1,8 @@
-"""End to end on the local runner: real processes, real DuckDB files."""
+"""End to end on the local runner: real processes, real DuckDB files.
+
+Tests taking the ``runner`` fixture (tests/runtime/conftest.py) run on both runners: local
+processes and Ray actors on a local Ray cluster.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,13 @@ from streamprov.runtime import (
 )
 from streamprov.store import open_provenance_store, open_stream_log
 from streamprov.testing import ScriptedSource, explode, fail_on_odd_seq, identity, user_key
+
+RunnerFactory = Any
+
+
+def base_node(node_id: str) -> str:
+    """A node id without the Ray runner's ``@<ray node>`` suffix (same on both runners)."""
+    return node_id.partition("@")[0]
 
 
 def urls(root: Path) -> dict[str, str]:
@@ -67,20 +78,23 @@ def assert_complete(root: Path, stream: str, result: RunResult, hops: int) -> li
     return chains
 
 
-def test_demo_pipeline_every_record_has_one_complete_chain(tmp_path: Path) -> None:
+def test_demo_pipeline_every_record_has_one_complete_chain(
+    tmp_path: Path, runner: RunnerFactory
+) -> None:
     pipeline = build(records=6_000, sources=3).with_sink(CaptureSink())
-    dep = LocalRunner(batch_size=256).start(pipeline, **urls(tmp_path))
+    dep = runner(batch_size=256).start(pipeline, **urls(tmp_path))
     result = dep.wait(120)
     assert result.ingested == 6_000
     assert result.dropped > 0
     chains = assert_complete(tmp_path, "demo", result, pipeline.hops_per_record())
     assert len(dep.captured) == result.delivered
-    sources = {c.hops[0].node_id for c in chains}
+    sources = {base_node(c.hops[0].node_id) for c in chains}
     assert sources == {"demo/source/0", "demo/source/1", "demo/source/2"}
     # enrich is keyed by user: one user's records all pass the same enrich instance
     by_user: dict[str, set[str]] = {}
     for rec in dep.captured:
-        by_user.setdefault(rec["payload"]["user"], set()).add(rec["provenance"][3]["nodeId"])
+        by_user.setdefault(rec["payload"]["user"], set()).add(
+            base_node(rec["provenance"][3]["nodeId"]))
     assert all(len(nodes) == 1 for nodes in by_user.values())
     assert {n for nodes in by_user.values() for n in nodes} == {"demo/enrich/0",
                                                                  "demo/enrich/1"}
@@ -97,21 +111,23 @@ def test_same_seed_same_outputs(tmp_path: Path) -> None:
     assert len(outputs[0]) > 1_900
 
 
-def test_operator_errors_fail_records_and_pipeline_goes_on(tmp_path: Path) -> None:
+def test_operator_errors_fail_records_and_pipeline_goes_on(
+    tmp_path: Path, runner: RunnerFactory
+) -> None:
     p = Pipeline("errs", source=SyntheticSource(records=1_400, seed=3))
     p.map("fragile", fail_on_odd_seq).sink(CaptureSink())
-    result = LocalRunner(batch_size=64).start(p, **urls(tmp_path)).wait(60)
+    result = runner(batch_size=64).start(p, **urls(tmp_path)).wait(60)
     assert result.failed == 100
     chains = assert_complete(tmp_path, "errs", result, 3)
     failed = [c for c in chains if c.outcome is Outcome.FAILED]
     assert all(c.error and c.error.startswith("ValueError: cannot handle seq") for c in failed)
-    assert all(c.hops[-1].node_id == "errs/fragile/0" for c in failed)
+    assert all(base_node(c.hops[-1].node_id) == "errs/fragile/0" for c in failed)
 
 
-def test_flat_map_branches_each_get_a_chain(tmp_path: Path) -> None:
+def test_flat_map_branches_each_get_a_chain(tmp_path: Path, runner: RunnerFactory) -> None:
     p = Pipeline("fan", source=SyntheticSource(records=300, seed=1))
     p.flat_map("explode", explode, parallelism=2).map("same", identity).sink(CaptureSink())
-    dep = LocalRunner(batch_size=50).start(p, **urls(tmp_path))
+    dep = runner(batch_size=50).start(p, **urls(tmp_path))
     dep.wait(60)
     chains = all_chains(tmp_path, "fan")
     delivered = [c for c in chains if c.outcome is Outcome.DELIVERED]
@@ -137,12 +153,13 @@ def test_jsonl_source_malformed_lines_fail_with_line_numbers(tmp_path: Path) -> 
     assert not (tmp_path / "out.jsonl.partial").exists()
 
 
-def run_scaling(tmp_path: Path, steps: list[tuple[str, int]]) -> tuple[RunResult, Any]:
+def run_scaling(tmp_path: Path, steps: list[tuple[str, int]],
+                runner: RunnerFactory = LocalRunner) -> tuple[RunResult, Any]:
     records = 12_000
     p = Pipeline("scale", source=SyntheticSource(records=records, rate=2_000, seed=5),
                  sources=2, max_parallelism=4)
     p.map("a", identity, parallelism=1, key=user_key).map("b", identity).sink(CaptureSink())
-    dep = LocalRunner(batch_size=100).start(p, **urls(tmp_path))
+    dep = runner(batch_size=100).start(p, **urls(tmp_path))
     for i, (stage, n) in enumerate(steps):
         # scale at progress milestones, not at times: records flow between every two steps
         while dep.ingested() < (i + 1) * records // (len(steps) + 2):
@@ -152,21 +169,24 @@ def run_scaling(tmp_path: Path, steps: list[tuple[str, int]]) -> tuple[RunResult
     return result, dep
 
 
-def test_scaling_up_and_down_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    result, dep = run_scaling(tmp_path, [("a", 3), ("b", 2), ("a", 1), ("b", 1), ("a", 2)])
+def test_scaling_up_and_down_mid_run_loses_and_duplicates_nothing(
+    tmp_path: Path, runner: RunnerFactory
+) -> None:
+    result, dep = run_scaling(tmp_path, [("a", 3), ("b", 2), ("a", 1), ("b", 1), ("a", 2)],
+                              runner)
     assert [(s.stage, s.before, s.after) for s in result.scaling] == [
         ("a", 1, 3), ("b", 1, 2), ("a", 3, 1), ("b", 2, 1), ("a", 1, 2)]
     ids = Counter(r["recordId"] for r in dep.captured)
     assert len(ids) == 12_000 and max(ids.values()) == 1
     chains = assert_complete(tmp_path, "scale", result, 4)
-    used = {c.hops[1].node_id for c in chains}
+    used = {base_node(c.hops[1].node_id) for c in chains}
     assert {"scale/a/0", "scale/a/1", "scale/a/2"} <= used
 
 
-def test_scale_rejects_bad_counts(tmp_path: Path) -> None:
+def test_scale_rejects_bad_counts(tmp_path: Path, runner: RunnerFactory) -> None:
     p = Pipeline("bad", source=SyntheticSource(records=2_000, rate=4_000), max_parallelism=2)
     p.map("a", identity).sink(JsonLinesSink(tmp_path / "o.jsonl"))
-    with LocalRunner().start(p, **urls(tmp_path)) as dep:
+    with runner().start(p, **urls(tmp_path)) as dep:
         with pytest.raises(InvalidInput, match=r"1\.\.2"):
             dep.scale("a", 3)
         with pytest.raises(InvalidInput, match="cannot scale out"):
@@ -174,10 +194,10 @@ def test_scale_rejects_bad_counts(tmp_path: Path) -> None:
         dep.stop()
 
 
-def test_stop_drains_what_was_ingested(tmp_path: Path) -> None:
+def test_stop_drains_what_was_ingested(tmp_path: Path, runner: RunnerFactory) -> None:
     p = Pipeline("endless", source=SyntheticSource(records=None, rate=5_000))
     p.map("a", identity).sink(CaptureSink())
-    dep = LocalRunner(batch_size=50).start(p, **urls(tmp_path))
+    dep = runner(batch_size=50).start(p, **urls(tmp_path))
     time.sleep(0.5)
     result = dep.stop()
     assert result.ingested > 0
@@ -189,11 +209,11 @@ def boom(payload: Any) -> Any:
     raise SystemExit(3)  # not an Exception: kills the node process
 
 
-def test_dead_node_fails_the_deployment_clearly(tmp_path: Path) -> None:
+def test_dead_node_fails_the_deployment_clearly(tmp_path: Path, runner: RunnerFactory) -> None:
     p = Pipeline("dies", source=ScriptedSource(tuple({"i": i} for i in range(10))))
     p.map("boom", boom).sink()
     with pytest.raises(PipelineError, match="boom"):  # at start-up or later, as it happens
-        LocalRunner().start(p, **urls(tmp_path)).wait(60)
+        runner().start(p, **urls(tmp_path)).wait(60)
 
 
 def test_lambdas_are_refused_with_advice(tmp_path: Path) -> None:
@@ -203,11 +223,11 @@ def test_lambdas_are_refused_with_advice(tmp_path: Path) -> None:
         LocalRunner().start(p, **urls(tmp_path))
 
 
-def test_backpressure_bounds_the_queues(tmp_path: Path) -> None:
+def test_backpressure_bounds_the_queues(tmp_path: Path, runner: RunnerFactory) -> None:
     """A slow sink holds the source back instead of letting queues grow."""
     p = Pipeline("slow", source=SyntheticSource(records=None), max_parallelism=1)
     p.map("slow", slow).sink()
-    dep = LocalRunner(batch_size=10, queue_batches=2).start(p, **urls(tmp_path))
+    dep = runner(batch_size=10, queue_batches=2).start(p, **urls(tmp_path))
     time.sleep(1.0)
     seen = dep.ingested()
     result = dep.stop()
