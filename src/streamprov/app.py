@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,8 +32,9 @@ from streamprov.store import (
 if TYPE_CHECKING:
     from streamprov.adapt.service import AdaptationService
     from streamprov.adapt.tuning import TuningService
-    from streamprov.config import Catalog
+    from streamprov.config import Catalog, NodeType
     from streamprov.replay.engine import ReplayEngine
+    from streamprov.runtime.ray import RayRunner
 
 DATA_DIR_ENV = "STREAMPROV_DATA_DIR"
 DEFAULT_DATA_DIR = "streamprov-data"
@@ -48,6 +50,10 @@ class Settings(BaseModel):
     stream_log_url: str
     batch_size: int = Field(1024, ge=1, le=1_000_000)
     queue_batches: int = Field(8, ge=1, le=10_000)
+    runner: Literal["local", "ray"] = "local"
+    """Where node instances run: OS processes here, or actors on a Ray cluster."""
+    ray_address: str | None = None
+    """Ray cluster to join (host:6379 or ray://host:10001); None starts a local one."""
     clock: ClockConfig = Field(default_factory=lambda: ClockConfig.build(base_port=0))
     """Clock synchronization for the nodes of runs and replays. Embedded runs start their own
     timestamp service on ephemeral loopback ports; ``streamprov clock serve`` runs one on
@@ -133,9 +139,24 @@ class App:
                 self._clock_service.stop()
                 self._clock_service = None
 
-    def runner(self) -> LocalRunner:
-        return LocalRunner(batch_size=self.settings.batch_size,
-                           queue_batches=self.settings.queue_batches)
+    def runner(self, *, batch_size: int | None = None, queue_batches: int | None = None,
+               node_type: NodeType | None = None) -> LocalRunner | RayRunner:
+        """The runner of the settings: local processes, or actors on Ray sized from
+        ``node_type``."""
+        bs = batch_size or self.settings.batch_size
+        qb = queue_batches or self.settings.queue_batches
+        if self.settings.runner == "ray":
+            from streamprov.runtime.ray import ClusterOptions, RayRunner
+
+            temp = self.settings.data_dir / "ray"
+            if len(str(temp)) > 60:  # Ray's socket paths must stay under 107 bytes
+                temp = Path(tempfile.gettempdir()) / f"streamprov-ray-{os.getuid()}"
+            return RayRunner(batch_size=bs, queue_batches=qb,
+                             num_cpus=node_type.cpus if node_type else 1.0,
+                             memory_bytes=node_type.memory_bytes if node_type else None,
+                             cluster=ClusterOptions(address=self.settings.ray_address,
+                                                    temp_dir=temp))
+        return LocalRunner(batch_size=bs, queue_batches=qb)
 
     @contextmanager
     def provenance(self, *, read_only: bool = True) -> Iterator[ProvenanceStore]:
@@ -304,7 +325,8 @@ def replay_engine(application: App, catalog: Catalog, *, max_concurrent: int = 1
                         pipeline_for=application.pipeline_for, gate=application.gate,
                         queue_batches=s.queue_batches, max_concurrent=max_concurrent,
                         sample_interval_s=sample_interval_s,
-                        clock_factory=application.clock_factory)
+                        clock_factory=application.clock_factory,
+                        runner_factory=application.runner)
 
 
 def adaptation_service(application: App, catalog: Catalog) -> AdaptationService:

@@ -60,8 +60,21 @@ _opened: list[App] = []
 """Apps built by the running command; ``main`` closes them (their timestamp service) at the end."""
 
 
-def _app(data_dir: Path | None) -> App:
-    application = App(Settings.resolve(data_dir))
+RunnerOpt = Annotated[
+    str, typer.Option("--runner", help="Where nodes run: 'local' (OS processes) or 'ray' "
+                      "(actors on a Ray cluster; needs the ray extra).")]
+RayAddressOpt = Annotated[
+    str | None, typer.Option("--ray-address", help="With --runner ray: join this cluster "
+                             "(host:6379 or ray://host:10001); default: start a local one.",
+                             show_default=False)]
+
+
+def _app(data_dir: Path | None, runner: str = "local", ray_address: str | None = None) -> App:
+    if runner not in ("local", "ray"):
+        raise InvalidInput(f"--runner must be 'local' or 'ray', not {runner!r}", field="runner")
+    if ray_address is not None and runner != "ray":
+        raise InvalidInput("--ray-address needs --runner ray", field="ray_address")
+    application = App(Settings.resolve(data_dir, runner=runner, ray_address=ray_address))
     _opened.append(application)
     return application
 
@@ -191,6 +204,8 @@ def run(
         help="Write delivered records as JSON Lines to this file (replaces the sink).")] = None,
     stream: Annotated[str | None, typer.Option(
         help="Stream id [default: the pipeline's name].")] = None,
+    runner: RunnerOpt = "local",
+    ray_address: RayAddressOpt = None,
     data_dir: DataDir = None,
 ) -> None:
     """Run a user pipeline, given by import path, until its source ends."""
@@ -214,7 +229,7 @@ def run(
         total = pipeline.source.records
     if output is not None:
         pipeline = pipeline.with_sink(JsonLinesSink(output))
-    application = _app(data_dir)
+    application = _app(data_dir, runner, ray_address)
     summary = _run_with_progress(application, pipeline, total, stream, pipeline.name)
     _print_summary(summary, application, pipeline)
 
@@ -462,6 +477,8 @@ def replay_command(
     config: Annotated[str, typer.Option("--config", help="Configuration id of the catalog.")],
     speed: Annotated[str, typer.Option(help="Multiple of the original pace (1 = real "
                                        "time).")] = "1.0",
+    runner: RunnerOpt = "local",
+    ray_address: RayAddressOpt = None,
     data_dir: DataDir = None,
     config_file: ConfigFile = None,
     as_json: JsonFlag = False,
@@ -480,7 +497,7 @@ def replay_command(
         exc.message = exc.message.replace("startTime", "--start").replace(
             "endTime", "--end").replace("replaySpeed", "--speed")
         raise
-    application = _app(data_dir)
+    application = _app(data_dir, runner, ray_address)
     catalog = _catalog(config_file, application)
     engine = replay_engine(application, catalog)
     doc = _replay_with_progress(engine, request, f"replay {stream}")
@@ -504,6 +521,8 @@ def serve(
     auto_tune: Annotated[bool, typer.Option(
         help="A replay that strays from what its configuration delivered before starts a "
         "tuning job of its window, applied when done.")] = False,
+    runner: RunnerOpt = "local",
+    ray_address: RayAddressOpt = None,
     data_dir: DataDir = None,
     config_file: ConfigFile = None,
 ) -> None:
@@ -515,7 +534,7 @@ def serve(
 
     if not 0 < port < 65536:
         raise InvalidInput(f"--port must be 1..65535, got {port}", field="port")
-    application = _app(data_dir)
+    application = _app(data_dir, runner, ray_address)
     application.settings.ensure_data_dir()
     catalog = _catalog(config_file, application)
     for stream_id, ref in catalog.serve.pipelines.items():

@@ -102,25 +102,24 @@ def test_killed_actor_fails_the_deployment_naming_it(tmp_path: Path,
 
 
 def test_replay_provisions_its_configuration_on_ray(
-    tmp_path: Path, ray_cluster: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, ray_cluster: Any
 ) -> None:
-    """The replay engine with its runner swapped for Ray (what the lead's runner setting
-    will do): same order, same outcomes, chains under the replay's id."""
+    """The replay engine on the Ray runner: same order, same outcomes, chains under the
+    replay's id."""
     from streamprov.app import App, Settings, replay_engine
     from streamprov.replay import ReplayRequest
-    from streamprov.replay import engine as engine_module
     from streamprov.runtime.ray import RayRunner
     from tests.replay.streams import RECORDS, catalog_for_tests, record_stream
 
     recorded = record_stream(tmp_path / "data")
 
-    def ray_runner(*, batch_size: int, queue_batches: int) -> RayRunner:
+    def ray_runner(*, batch_size: int, queue_batches: int, node_type: Any = None) -> RayRunner:
         return RayRunner(batch_size=batch_size, queue_batches=queue_batches, num_cpus=0.5,
                          cluster=ray_cluster)
 
-    monkeypatch.setattr(engine_module, "LocalRunner", ray_runner)
     app = App(Settings.resolve(recorded.data_dir))
     engine = replay_engine(app, catalog_for_tests(recorded.data_dir), sample_interval_s=0.1)
+    engine.runner_factory = ray_runner  # the shared test cluster, not one of the app's own
     req = ReplayRequest.parse("demo", recorded.first_ns, recorded.end_ns, "one", 10.0)
     doc = engine.run(req)
     assert doc["state"] == "completed", doc

@@ -82,7 +82,8 @@ class ReplayEngine:
                  catalog: Catalog, pipeline_for: Callable[[str], Pipeline], gate: StoreGate,
                  queue_batches: int = 8, max_concurrent: int = 1,
                  sample_interval_s: float = 0.25,
-                 clock_factory: Callable[[], ClockFactory] | None = None) -> None:
+                 clock_factory: Callable[[], ClockFactory] | None = None,
+                 runner_factory: Callable[..., Any] | None = None) -> None:
         if max_concurrent < 1:
             raise InvalidInput("max concurrent replays must be at least 1",
                                field="maxConcurrent")
@@ -96,6 +97,9 @@ class ReplayEngine:
         self.max_concurrent = 1 if gate.enabled else max_concurrent
         self.sample_interval_s = sample_interval_s
         self.clock_factory = clock_factory
+        self.runner_factory = runner_factory
+        """Builds the runner for a replay: ``(batch_size=, queue_batches=, node_type=)``;
+        None: the local runner."""
         """Gives the clocks of replay nodes (synchronized like the original run's)."""
         self.registry = ReplayRegistry(data_dir / "replays")
         self.registry.recover()
@@ -322,8 +326,12 @@ class ReplayEngine:
         # deeper inboxes than a normal run: the source emits many small batches on schedule,
         # and the ingest node gathers for up to 20 ms before forwarding (group commit); a
         # shallow inbox would block the source for that long and show as pacing lag
-        runner = LocalRunner(batch_size=cfg.batch_size,
-                             queue_batches=max(self.queue_batches, REPLAY_QUEUE_BATCHES))
+        queue_batches = max(self.queue_batches, REPLAY_QUEUE_BATCHES)
+        runner = (self.runner_factory(batch_size=cfg.batch_size, queue_batches=queue_batches,
+                                      node_type=node_type)
+                  if self.runner_factory is not None
+                  else LocalRunner(batch_size=cfg.batch_size, queue_batches=queue_batches))
+        local = isinstance(runner, LocalRunner)
         dep = runner.start(replay_pipeline, provenance_url=self.provenance_url,
                            stream_log_url=self.stream_log_url, stream_id=req.stream_id,
                            replay_id=run.replay_id, record_base=0, log_ingest=False,
@@ -332,7 +340,7 @@ class ReplayEngine:
         provisioning_s = time.perf_counter() - t
         run.deployment = dep
         sampler = ResourceSampler(dep.pids, interval_s=self.sample_interval_s,
-                                  pin_cpus=node_type.cpus).start()
+                                  pin_cpus=node_type.cpus if local else None).start()
         configs = [(req.configuration_id, cfg)]
         warnings: list[str] = []
         try:
