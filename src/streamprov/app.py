@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamprov.clock.config import ClockConfig
 from streamprov.clock.node import NodeClockFactory
+from streamprov.clock.order import OrderReport, count_inversions
 from streamprov.clock.service import TimestampService
 from streamprov.errors import InvalidInput, NotFound, StoreError
 from streamprov.model import Chain, Outcome, validate_id
@@ -250,6 +252,7 @@ class App:
         if on_progress is not None:
             on_progress(result.ingested)
         self.remember_clocks(result)
+        self.remember_run(result)
         return self.summarize(result)
 
     def clock_status_path(self) -> Path:
@@ -268,6 +271,43 @@ class App:
             tmp.replace(self.clock_status_path())
         return nodes
 
+    def runs_path(self) -> Path:
+        return self.settings.data_dir / "runs.json"
+
+    def remember_run(self, result: RunResult) -> dict[str, Any]:
+        """Keep each stream's last run (counts and per-node stats) for ``GET /metrics`` and the
+        dashboard: ``runs.json`` in the data dir, keyed by stream id, replaced atomically."""
+        import time
+
+        import orjson
+
+        doc = {"streamId": result.stream_id, "replayId": result.replay_id,
+               "timeNs": time.time_ns(), "durationS": result.duration_s,
+               "ingested": result.ingested, "delivered": result.delivered,
+               "dropped": result.dropped, "failed": result.failed,
+               "chainsWritten": result.chains_written, "rowsWritten": result.rows_written,
+               "nodes": result.nodes}
+        path = self.runs_path()
+        known = orjson.loads(path.read_bytes()) if path.exists() else {}
+        known[result.stream_id] = doc
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(known, option=orjson.OPT_INDENT_2))
+        tmp.replace(path)
+        return doc
+
+    def last_runs(self) -> list[dict[str, Any]]:
+        """The last run of every stream (see ``remember_run``), newest first."""
+        import orjson
+
+        path = self.runs_path()
+        try:
+            known: dict[str, dict[str, Any]] = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+        return sorted(known.values(), key=lambda d: d.get("timeNs", 0), reverse=True)
+
     def clock_status(self) -> dict[str, Any]:
         """Clocks of the last run's nodes, and this app's timestamp service replicas."""
         import orjson
@@ -280,6 +320,38 @@ class App:
         doc["maxSkewNs"] = self.settings.clock.max_skew_ns
         doc["policy"] = str(self.settings.clock.policy)
         return doc
+
+    def order_check(self, stream_id: str) -> OrderReport:
+        """Compare the stream's order by hop-0 stamps with its records' true generation times
+        (payload field ``trueNs``, see ``SyntheticSource.true_time``)."""
+        ts: list[int] = []
+        logical: list[int] = []
+        error: list[int] = []
+        node: list[str] = []
+        ids: list[int] = []
+        with self.provenance() as store:
+            for chunk in store.iter_window(stream_id, 0, 2**63 - 1):
+                for c in chunk:
+                    if c.branch:
+                        continue
+                    h = c.hops[0]
+                    ts.append(h.timestamp_ns)
+                    logical.append(h.logical)
+                    error.append(h.error_ns)
+                    node.append(h.node_id)
+                    ids.append(c.record_id)
+        with self.stream_log() as log:
+            entries = log.entries_table(stream_id, ids)
+        true_by_id = dict(zip(entries.column("record_id").to_pylist(),
+                              entries.column("payload").to_pylist(), strict=True))
+        true_ns = []
+        for rid in ids:
+            doc = orjson.loads(true_by_id[rid]) if rid in true_by_id else {}
+            if "trueNs" not in doc:
+                raise InvalidInput(f"stream {stream_id!r} has no true generation times "
+                                   "(payload field trueNs)", field="stream")
+            true_ns.append(doc["trueNs"])
+        return count_inversions(true_ns, ts, logical, error, node)
 
     def summarize(self, result: RunResult) -> RunSummary:
         with self.provenance() as store:

@@ -140,6 +140,26 @@ def _print_summary(summary: RunSummary, application: App, pipeline: Pipeline) ->
     out.print(table)
 
 
+def _print_clocks(application: App, stream_id: str, check_order: bool) -> None:
+    """One line on the nodes' clocks, and with skewed sources the order check."""
+    doc = application.clock_status()
+    nodes = doc.get("nodes", [])
+    cfg = application.settings.clock
+    if nodes:
+        bounds = sorted(n.get("errorNs") or 0 for n in nodes)
+        outside = sum(1 for n in nodes if not n.get("withinTolerance", True))
+        state = (f"synchronized with {cfg.replica_count} timestamp replicas" if cfg.enabled
+                 else "not synchronized")
+        out.print(f"[bold]clocks[/]: {len(nodes)} nodes {state}; error bound max "
+                  f"{fmt_ns(bounds[-1])} (tolerance {fmt_ns(cfg.max_skew_ns)}), "
+                  f"{outside} outside tolerance")
+    if check_order:
+        order = application.order_check(stream_id)
+        out.print(f"[bold]order[/]: by hop-0 stamps vs true generation time, "
+                  f"{order.inversions:,} of {order.pairs:,} record pairs inverted, "
+                  f"{order.inversions_beyond_bounds:,} beyond the recorded error bounds")
+
+
 # -- commands ---------------------------------------------------------------------------------
 @app.command()
 def demo(
@@ -151,6 +171,12 @@ def demo(
     tune: Annotated[bool, typer.Option(
         help="With --replay: then a short tuning run (a few replays) for the cheapest "
         "configuration that meets a latency SLO.")] = True,
+    clock_offset: Annotated[str, typer.Option(
+        help="Skew the sources' clocks: offsets spread over +/- this (e.g. 5ms).")] = "0",
+    clock_drift: Annotated[str, typer.Option(
+        help="...and drifts spread over +/- this (e.g. 100ppm).")] = "0",
+    clock_sync: Annotated[bool, typer.Option(
+        help="Synchronize node clocks with the timestamp service (off: raw clocks).")] = True,
     data_dir: DataDir = None,
     config_file: ConfigFile = None,
 ) -> None:
@@ -162,12 +188,19 @@ def demo(
     _positive(records, "records")
     _positive(sources, "sources")
     application = _app(data_dir)
+    skewed = clock_offset not in ("0", "") or clock_drift not in ("0", "")
+    clock = application.settings.clock.replace(enabled=clock_sync)
+    if skewed:
+        clock = clock.with_spread_simulation([f"demo/source/{k}" for k in range(sources)],
+                                             clock_offset, clock_drift)
+    application.settings = application.settings.model_copy(update={"clock": clock})
     catalog = _catalog(config_file, application)
-    pipeline = build(records=records, sources=sources, seed=seed)
+    pipeline = build(records=records, sources=sources, seed=seed, true_time=skewed)
     before_ns = time.time_ns()
     summary = _run_with_progress(application, pipeline, records, None, "demo")
     after_ns = time.time_ns()
     _print_summary(summary, application, pipeline)
+    _print_clocks(application, "demo", skewed)
     if replay:
         _demo_replays(application, catalog, before_ns, after_ns)
         if tune:

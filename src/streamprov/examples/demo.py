@@ -42,11 +42,15 @@ def score(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def build(records: int | None = 20_000, sources: int = 2, rate: float | None = 8_000.0,
-          seed: int = 7) -> Pipeline:
+          seed: int = 7, true_time: bool = False) -> Pipeline:
     """The demo pipeline over ``records`` synthetic payments from ``sources`` sources, each
     emitting ``rate`` records/s (None: as fast as it can, which measures queueing, not
     processing)."""
-    p = Pipeline("demo", source=SyntheticSource(records=records, rate=rate, keys=500, seed=seed),
+    # with true times (checking clock skew) records leave every 2 ms, so records of different
+    # sources lie close enough together in time for skew to reorder them
+    source = SyntheticSource(records=records, rate=rate, keys=500, seed=seed, true_time=true_time,
+                             batch_span_s=0.002 if true_time else 0.05)
+    p = Pipeline("demo", source=source,
                  sources=sources, description="card payments: parse, validate, enrich, score",
                  ref="streamprov.examples.demo:pipeline")
     return (

@@ -73,6 +73,12 @@ class SyntheticSource:
     rate: float | None = None
     keys: int = 1000
     seed: int = 0
+    batch_span_s: float = 0.05
+    """With ``rate``: emit what has been generated at least this often."""
+    true_time: bool = False
+    """Have the ingest node add ``trueNs`` to every payload: the host clock read right after
+    stamping hop 0, the known truth that simulated (skewed) source clocks are checked
+    against."""
 
     def __post_init__(self) -> None:
         if self.records is not None and self.records <= 0:
@@ -81,6 +87,8 @@ class SyntheticSource:
             raise InvalidInput("rate must be positive", field="rate")
         if self.keys <= 0:
             raise InvalidInput("keys must be positive", field="keys")
+        if not self.batch_span_s > 0:
+            raise InvalidInput("batch_span_s must be positive", field="batch_span_s")
 
     @property
     def max_instances(self) -> int | None:
@@ -100,9 +108,9 @@ class SyntheticSource:
         produced = 0
         started = time.monotonic()
         if self.rate is not None:
-            # a rate-limited source emits what it has every 50 ms at least, as a live feed
-            # would, instead of holding records back until a full batch has accumulated
-            batch_size = max(1, min(batch_size, int(self.rate * 0.05)))
+            # a rate-limited source emits what it has every batch_span_s at least, as a live
+            # feed would, instead of holding records back until a full batch has accumulated
+            batch_size = max(1, min(batch_size, int(self.rate * self.batch_span_s)))
         while total is None or produced < total:
             n = batch_size if total is None else min(batch_size, total - produced)
             if self.rate is not None:

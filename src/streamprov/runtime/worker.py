@@ -203,6 +203,7 @@ def run_source(w: Wiring, token: int, index: int) -> None:
         physical = w.clock_factory(node_id)
         clock = HybridLogicalClock(physical)
         gate = _accept_gate(physical)
+        true_time = bool(getattr(p.source, "true_time", False))
         count = p.sources
         seq = 0
         records = 0
@@ -220,7 +221,20 @@ def run_source(w: Wiring, token: int, index: int) -> None:
                 seq += n
             hops: list[HopColumn] = []
             if p.provenance or errors is not None:
-                ts, logical = clock.stamp(n)
+                if true_time and errors is None:
+                    # the truth a stamp is judged by: host time read around it; a process
+                    # paused in between would blur it, so stamp again (HLC stamps may be
+                    # skipped, never reused) until the reads are close together
+                    for _ in range(5):
+                        before = time.time_ns()
+                        ts, logical = clock.stamp(n)
+                        after = time.time_ns()
+                        if after - before < 20_000:
+                            break
+                    for payload in payloads:
+                        payload["trueNs"] = (before + after) // 2
+                else:
+                    ts, logical = clock.stamp(n)
                 hops = [HopColumn(node_id, np.full(n, ts, dtype=np.int64), logical,
                                   clock.error_bound_ns())]
             batch = Batch(w.stream_id, ids, payloads, keys, None, hops, w.replay_id)
