@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 
 from streamprov.app import App, Settings
+from tests.pg_server import postgres_server
+
+__all__ = ["postgres_server"]
+"""``postgres_server``: one throwaway PostgreSQL server for the whole session."""
 
 
 @pytest.fixture

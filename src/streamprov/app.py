@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from streamprov.runtime.ray import RayRunner
 
 DATA_DIR_ENV = "STREAMPROV_DATA_DIR"
+STORE_ENV = "STREAMPROV_STORE"
+PROVENANCE_URL_ENV = "STREAMPROV_PROVENANCE_URL"
+STREAM_LOG_URL_ENV = "STREAMPROV_STREAM_LOG_URL"
 DEFAULT_DATA_DIR = "streamprov-data"
 
 
@@ -63,14 +66,22 @@ class Settings(BaseModel):
 
     @classmethod
     def resolve(cls, data_dir: str | Path | None = None, **overrides: Any) -> Settings:
-        """``data_dir`` from the flag, else ``$STREAMPROV_DATA_DIR``, else ./streamprov-data."""
+        """``data_dir`` from the flag, else ``$STREAMPROV_DATA_DIR``, else ./streamprov-data.
+
+        Store URLs: given here, else ``$STREAMPROV_PROVENANCE_URL`` /
+        ``$STREAMPROV_STREAM_LOG_URL``, else ``$STREAMPROV_STORE`` for both (one PostgreSQL
+        server keeps them in separate tables), else DuckDB files in the data dir.
+        """
         chosen = data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
         path = Path(chosen).expanduser().absolute()
+        both = overrides.pop("store_url", None) or os.environ.get(STORE_ENV)
         return cls(
             data_dir=path,
             provenance_url=overrides.pop("provenance_url", None)
+            or os.environ.get(PROVENANCE_URL_ENV) or both
             or f"duckdb://{path / 'provenance.duckdb'}",
             stream_log_url=overrides.pop("stream_log_url", None)
+            or os.environ.get(STREAM_LOG_URL_ENV) or both
             or f"duckdb://{path / 'streams.duckdb'}",
             **overrides,
         )

@@ -32,6 +32,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+_store_url: str | None = None
+"""``--store``, given before the command; applies to every store the command opens."""
+
+
+@app.callback()
+def _global_options(
+    store: Annotated[str | None, typer.Option(
+        "--store", help="Store URL for both the provenance store and the stream log, e.g. "
+        "postgresql://user@host:5432/db (env STREAMPROV_STORE; default: DuckDB files in the "
+        "data dir).", show_default=False)] = None,
+) -> None:
+    """Stream pipelines that record every record's provenance chain and replay any window of
+    time on other hardware."""
+    global _store_url
+    _store_url = store
+
+
 provenance_app = typer.Typer(help="Look up provenance chains: who touched a record, and when.",
                              no_args_is_help=True)
 app.add_typer(provenance_app, name="provenance")
@@ -74,7 +91,8 @@ def _app(data_dir: Path | None, runner: str = "local", ray_address: str | None =
         raise InvalidInput(f"--runner must be 'local' or 'ray', not {runner!r}", field="runner")
     if ray_address is not None and runner != "ray":
         raise InvalidInput("--ray-address needs --runner ray", field="ray_address")
-    application = App(Settings.resolve(data_dir, runner=runner, ray_address=ray_address))
+    application = App(Settings.resolve(data_dir, runner=runner, ray_address=ray_address,
+                                       store_url=_store_url))
     _opened.append(application)
     return application
 

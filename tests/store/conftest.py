@@ -21,9 +21,7 @@ from streamprov.store import (
     open_provenance_store,
     open_stream_log,
 )
-from tests.pg_server import ExternalServer, PgServer, postgres_server
-
-__all__ = ["postgres_server"]
+from tests.pg_server import ExternalServer, PgServer
 
 PARTITION_NS = 1_000_000_000
 """Partition width the conformance tests use (one second), so windows cross boundaries."""
