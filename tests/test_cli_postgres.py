@@ -41,3 +41,19 @@ def test_unreachable_store_is_one_line_with_password_hidden(tmp_path: Path) -> N
     assert got.returncode == 2
     assert "hunter2" not in got.stderr and "Traceback" not in got.stderr
     assert len(got.stderr.strip().splitlines()) == 1
+
+
+def test_store_and_runner_from_the_config_file(tmp_path: Path, postgres_server: Any) -> None:
+    url = postgres_server.url(schema=f"toml_{uuid.uuid4().hex[:8]}")
+    toml = f'[store]\nurl = "{url}"\n\n[runtime]\nrunner = "local"\n'
+    (tmp_path / "streamprov.toml").write_text(toml)
+    got = subprocess.run(
+        [sys.executable, "-m", "streamprov.cli", "run", "streamprov.examples.passthrough:pipeline",
+         "--records", "300", "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert "postgresql://" in got.stdout and "300 delivered" in got.stdout
+    (tmp_path / "streamprov.toml").write_text('[runtime]\nrunner = "spark"\n')
+    bad = subprocess.run([sys.executable, "-m", "streamprov.cli", "streams"], capture_output=True,
+                         text=True, timeout=60, check=False, cwd=tmp_path)
+    assert bad.returncode == 2 and "runtime.runner" in bad.stderr

@@ -5,6 +5,7 @@ Every error a user can cause ends in one line on stderr and exit code 2; no trac
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streamprov.app import App, RunSummary, Settings, check_window
+from streamprov.app import (
+    PROVENANCE_URL_ENV,
+    STORE_ENV,
+    STREAM_LOG_URL_ENV,
+    App,
+    RunSummary,
+    Settings,
+    check_window,
+)
 from streamprov.config import Catalog
 from streamprov.errors import InvalidInput, StreamprovError
 from streamprov.model import Chain, format_time_ns, parse_time_ns, validate_id
@@ -73,12 +82,19 @@ ConfigFile = Annotated[
 ]
 
 
+ReportOpt = Annotated[
+    Path | None,
+    typer.Option("--report", help="Also write a self-contained HTML report with plots (latency "
+                 "CDF, throughput, ...) to this file.", show_default=False),
+]
+
+
 _opened: list[App] = []
 """Apps built by the running command; ``main`` closes them (their timestamp service) at the end."""
 
 
 RunnerOpt = Annotated[
-    str, typer.Option("--runner", help="Where nodes run: 'local' (OS processes) or 'ray' "
+    str | None, typer.Option("--runner", help="Where nodes run: 'local' (OS processes) or 'ray' "
                       "(actors on a Ray cluster; needs the ray extra).")]
 RayAddressOpt = Annotated[
     str | None, typer.Option("--ray-address", help="With --runner ray: join this cluster "
@@ -86,13 +102,32 @@ RayAddressOpt = Annotated[
                              show_default=False)]
 
 
-def _app(data_dir: Path | None, runner: str = "local", ray_address: str | None = None) -> App:
+def _app(data_dir: Path | None, runner: str | None = None, ray_address: str | None = None,
+         config_file: Path | None = None) -> App:
+    """The app for this command: flags first, then the environment, then the config file's
+    ``[store]`` and ``[runtime]`` sections, then the defaults."""
+    from streamprov.config import file_settings
+
+    store, rt = file_settings(config_file)
+    runner = runner or rt.runner or "local"
+    ray_address = ray_address or rt.ray_address
     if runner not in ("local", "ray"):
         raise InvalidInput(f"--runner must be 'local' or 'ray', not {runner!r}", field="runner")
     if ray_address is not None and runner != "ray":
         raise InvalidInput("--ray-address needs --runner ray", field="ray_address")
+    provenance_url: str | None
+    stream_log_url: str | None
+    if _store_url is not None:
+        provenance_url = stream_log_url = _store_url
+    else:
+        both = os.environ.get(STORE_ENV)
+        provenance_url = (os.environ.get(PROVENANCE_URL_ENV) or both or store.provenance_url
+                          or store.url)
+        stream_log_url = (os.environ.get(STREAM_LOG_URL_ENV) or both or store.stream_log_url
+                          or store.url)
     application = App(Settings.resolve(data_dir, runner=runner, ray_address=ray_address,
-                                       store_url=_store_url))
+                                       provenance_url=provenance_url,
+                                       stream_log_url=stream_log_url))
     _opened.append(application)
     return application
 
@@ -205,7 +240,7 @@ def demo(
 
     _positive(records, "records")
     _positive(sources, "sources")
-    application = _app(data_dir)
+    application = _app(data_dir, config_file=config_file)
     skewed = clock_offset not in ("0", "") or clock_drift not in ("0", "")
     clock = application.settings.clock.replace(enabled=clock_sync)
     if skewed:
@@ -255,7 +290,7 @@ def run(
         help="Write delivered records as JSON Lines to this file (replaces the sink).")] = None,
     stream: Annotated[str | None, typer.Option(
         help="Stream id [default: the pipeline's name].")] = None,
-    runner: RunnerOpt = "local",
+    runner: RunnerOpt = None,
     ray_address: RayAddressOpt = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -397,6 +432,47 @@ def provenance_query(
                                         if limit is None and shown >= 1000 else ""))
 
 
+@provenance_app.command("export")
+def provenance_export(
+    stream: Annotated[str, typer.Argument(help="Stream id.")],
+    start: Annotated[str, typer.Option(help="Window start, inclusive: int ns or RFC 3339.")],
+    end: Annotated[str, typer.Option(help="Window end, exclusive: int ns, RFC 3339 or 'now'.")],
+    otlp: Annotated[str | None, typer.Option(
+        help="OTLP/HTTP endpoint of a collector (http://host:4318 or its /v1/traces URL).")
+    ] = None,
+    file: Annotated[Path | None, typer.Option(
+        help="Write OTLP/JSON (one ExportTraceServiceRequest per line) to this file.")] = None,
+    replay_id: Annotated[str | None, typer.Option(
+        "--replay-id", help="Export this replay's chains instead of the original ones.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Export the window's chains as OpenTelemetry traces: one trace per record, one span per
+    hop (node id as resource, clock error bound and logical counter as span attributes)."""
+    from streamprov.observe.traces import JsonFileSpanExporter, export_window, otlp_exporter
+
+    if (otlp is None) == (file is None):
+        raise InvalidInput("give exactly one of --otlp URL and --file PATH", field="otlp")
+    start_ns = _time_or_now(start, "start")
+    end_ns = _time_or_now(end, "end")
+    check_window(start_ns, end_ns)
+    validate_id(stream, "stream")
+    if replay_id:
+        validate_id(replay_id, "replay-id")
+    application = _app(data_dir)
+    if otlp is not None:
+        exporter = otlp_exporter(otlp)
+    else:
+        assert file is not None  # exactly one of the two (checked above)
+        exporter = JsonFileSpanExporter(file)
+    try:
+        summary = export_window(application, stream, start_ns, end_ns, exporter,
+                                replay_id=replay_id or "")
+    finally:
+        exporter.shutdown()
+    out.print(f"exported {summary.spans:,} spans of {summary.traces:,} traces "
+              f"({summary.chains:,} chains) to {otlp or file}")
+
+
 # -- replay ------------------------------------------------------------------------------------
 DEMO_CONFIGS = ("small", "medium")
 _FINISHED = ("completed", "failed", "cancelled")
@@ -528,14 +604,19 @@ def replay_command(
     config: Annotated[str, typer.Option("--config", help="Configuration id of the catalog.")],
     speed: Annotated[str, typer.Option(help="Multiple of the original pace (1 = real "
                                        "time).")] = "1.0",
-    runner: RunnerOpt = "local",
+    runner: RunnerOpt = None,
     ray_address: RayAddressOpt = None,
+    report: ReportOpt = None,
     data_dir: DataDir = None,
     config_file: ConfigFile = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Replay a window of a stream on a configuration and report how it did."""
     from streamprov.app import replay_engine
+    from streamprov.observe.report import check_report_path
+
+    if report is not None:
+        check_report_path(report)
 
     start_ns = _time_or_now(start, "start")
     end_ns = _time_or_now(end, "end")
@@ -548,7 +629,7 @@ def replay_command(
         exc.message = exc.message.replace("startTime", "--start").replace(
             "endTime", "--end").replace("replaySpeed", "--speed")
         raise
-    application = _app(data_dir, runner, ray_address)
+    application = _app(data_dir, runner, ray_address, config_file)
     catalog = _catalog(config_file, application)
     engine = replay_engine(application, catalog)
     doc = _replay_with_progress(engine, request, f"replay {stream}")
@@ -556,10 +637,16 @@ def replay_command(
 
     # the deviation trigger: compare with what this configuration delivered before
     event = adaptation_service(application, catalog).after_replay(doc)
+    if report is not None:
+        from streamprov.observe.report import replay_report, write_report
+
+        write_report(report, replay_report(application, doc))
     if as_json:
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")
     else:
         _print_report(doc)
+        if report is not None:
+            out.print(f"report: {report}")
         if event is not None:
             out.print(f"[yellow]deviation[/] from the expected: {'; '.join(event['reasons'])}"
                       " (streamprov scaling triggers)")
@@ -572,7 +659,7 @@ def serve(
     auto_tune: Annotated[bool, typer.Option(
         help="A replay that strays from what its configuration delivered before starts a "
         "tuning job of its window, applied when done.")] = False,
-    runner: RunnerOpt = "local",
+    runner: RunnerOpt = None,
     ray_address: RayAddressOpt = None,
     data_dir: DataDir = None,
     config_file: ConfigFile = None,
@@ -585,7 +672,8 @@ def serve(
 
     if not 0 < port < 65536:
         raise InvalidInput(f"--port must be 1..65535, got {port}", field="port")
-    application = _app(data_dir, runner, ray_address)
+    application = _app(data_dir, runner, ray_address, config_file)
+    application.clock_factory()  # the timestamp service runs alongside the API
     application.settings.ensure_data_dir()
     catalog = _catalog(config_file, application)
     for stream_id, ref in catalog.serve.pipelines.items():
@@ -796,12 +884,17 @@ def tune_command(
     repeats: Annotated[int, typer.Option(help="Extra replays of a result near a bound.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the randomized searches.")] = 0,
     apply: Annotated[bool, typer.Option(help="Apply the best configuration.")] = False,
+    report: ReportOpt = None,
     data_dir: DataDir = None,
     config_file: ConfigFile = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Search for the cheapest configuration that meets an SLO, by replaying the window."""
     from streamprov.adapt.tuning import TuneRequest
+    from streamprov.observe.report import check_report_path
+
+    if report is not None:
+        check_report_path(report)
 
     names = {"startTime": "start", "endTime": "end", "replaySpeed": "speed",
              "configurationId": "config", "streamId": "stream", "sampleS": "sample-s",
@@ -820,17 +913,32 @@ def tune_command(
     except InvalidInput as exc:
         exc.field = names.get(exc.field or "", exc.field)
         raise
-    application = _app(data_dir)
+    application = _app(data_dir, config_file=config_file)
     catalog = _catalog(config_file, application)
     if as_json:
         from streamprov.app import tuning_service
 
         doc = tuning_service(application, catalog).run(request)
+        _write_tuning_report(application, catalog, doc, report)
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")
         return
     doc = _run_tuning(application, catalog, request,
                       f"tuning {stream} by {algorithm}, budget {budget}")
+    if _write_tuning_report(application, catalog, doc, report):
+        out.print(f"report: {report}")
     _tune_outcome(doc)
+
+
+def _write_tuning_report(application: App, catalog: Catalog, doc: dict[str, Any],
+                         report: Path | None) -> bool:
+    if report is None:
+        return False
+    from streamprov.app import adaptation_service
+    from streamprov.observe.report import tuning_report, write_report
+
+    events = adaptation_service(application, catalog).scaling_events(doc["request"]["streamId"])
+    write_report(report, tuning_report(application, doc, events))
+    return True
 
 
 def _events_table(events: list[dict[str, Any]]) -> Table:
@@ -860,7 +968,7 @@ def scaling_events_command(
     """Every scaling decision: time, from, to, trigger (memory, tune <id>) and figures."""
     from streamprov.app import adaptation_service
 
-    application = _app(data_dir)
+    application = _app(data_dir, config_file=config_file)
     adaptation = adaptation_service(application, _catalog(config_file, application))
     events = adaptation.scaling_events(stream, limit)
     if as_json:
@@ -884,7 +992,7 @@ def scaling_triggers_command(
     """Deviation triggers: replays (or live windows) that strayed from the expectation."""
     from streamprov.app import adaptation_service, replay_engine
 
-    application = _app(data_dir)
+    application = _app(data_dir, config_file=config_file)
     catalog = _catalog(config_file, application)
     adaptation = adaptation_service(application, catalog)
     adaptation.sync_replays(replay_engine(application, catalog).history)

@@ -36,7 +36,7 @@ import threading
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -125,16 +125,47 @@ class ServeSection(_Model):
         "path (package.module:name).")
 
 
+class StoreSection(_Model):
+    url: str | None = Field(default=None, description="Store URL for both stores (postgresql://...).")
+    provenance_url: str | None = Field(default=None, description="Provenance store URL.")
+    stream_log_url: str | None = Field(default=None, description="Stream log URL.")
+
+
+class RuntimeSection(_Model):
+    runner: Literal["local", "ray"] | None = Field(
+        default=None, description="Where nodes run: local OS processes or a Ray cluster.")
+    ray_address: str | None = Field(default=None, description="Ray cluster to join.")
+
+
 class CatalogFile(_Model):
     """The TOML file's schema."""
 
     node_types: dict[str, NodeType] = Field(default_factory=dict)
     configurations: dict[str, Configuration] = Field(default_factory=dict)
     serve: ServeSection = Field(default_factory=ServeSection)
+    store: StoreSection = Field(default_factory=StoreSection)
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection)
+
+
+def file_settings(config_file: Path | None = None, *, cwd: Path | None = None
+                  ) -> tuple[StoreSection, RuntimeSection]:
+    """The ``[store]`` and ``[runtime]`` sections of the config file (``config_file``, else
+    ``./streamprov.toml`` if present); empty sections without one."""
+    path = config_file
+    if path is None:
+        candidate = (cwd or Path.cwd()) / CONFIG_FILE_NAME
+        path = candidate if candidate.is_file() else None
+    elif not path.is_file():
+        raise InvalidInput(f"config file {path}: no such file", field="config-file")
+    if path is None:
+        return StoreSection(), RuntimeSection()
+    parsed = parse_toml(path)
+    return parsed.store, parsed.runtime
 
 
 _ALIASES = frozenset(
-    to_camel(name) for model in (NodeType, Configuration, CatalogFile, ServeSection)
+    to_camel(name) for model in (NodeType, Configuration, CatalogFile, ServeSection,
+                                 StoreSection, RuntimeSection)
     for name in model.model_fields)
 
 DEFAULT_NODE_TYPES: dict[str, NodeType] = {

@@ -284,3 +284,27 @@ def test_real_uvicorn_server(api_recorded: Recorded) -> None:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def test_clock_shows_the_served_timestamp_service_and_last_run(tmp_path: Any) -> None:
+    from streamprov.examples.demo import build as build_demo
+
+    app = App(Settings.resolve(tmp_path / "d"))
+    try:
+        app.run(build_demo(records=500, sources=2, rate=None))
+        catalog = catalog_for_tests(tmp_path / "d")
+        api = create_app(app, catalog, replay_engine(app, catalog))
+
+        async def go(client: httpx.AsyncClient) -> dict[str, Any]:
+            res = await client.get("/clock")
+            assert res.status_code == 200, res.text
+            return dict(res.json())
+
+        doc = through_asgi(api, go)
+    finally:
+        app.close()
+    assert doc["maxSkewNs"] == 1_000_000 and doc["policy"] == "flag"
+    assert {r["role"] for r in doc["replicas"]} >= {"leader"}
+    assert len(doc["replicas"]) == 3
+    nodes = {n["nodeId"]: n for n in doc["nodes"]}
+    assert "demo/source/0" in nodes and nodes["demo/source/0"]["withinTolerance"]

@@ -19,8 +19,10 @@ from streamprov.adapt.service import AdaptationService
 from streamprov.adapt.tuning import TuningService
 from streamprov.api import adapt as adapt_routes
 from streamprov.api import errors
+from streamprov.api import ui as ui_routes
 from streamprov.api.schemas import (
     CatalogOut,
+    ClockInfo,
     ConfigurationBody,
     ErrorBody,
     Health,
@@ -38,13 +40,13 @@ from streamprov.api.schemas import (
 from streamprov.app import (
     App,
     adaptation_service,
-    ingest_records,
     provenance_page,
     streams_overview,
 )
 from streamprov.config import Catalog, Configuration, NodeType, validation_error
 from streamprov.errors import InvalidInput, NotFound
 from streamprov.model import parse_time_ns, validate_id
+from streamprov.observe.propagation import ingest_traced, parse_traceparent
 from streamprov.replay.engine import ReplayEngine
 from streamprov.replay.request import ReplayRequest
 from streamprov.runtime import load_pipeline
@@ -105,6 +107,7 @@ def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
     errors.install(api)
     api.add_middleware(errors.BodyLimit, max_bytes=MAX_BODY_BYTES)
     adapt_routes.install(api, engine, adaptation, tuning)
+    ui_routes.install(api, application, engine, tuning, adaptation)
 
     # -- health, streams, provenance ---------------------------------------------------------
     @api.get("/healthz", response_model=Health, tags=["service"])
@@ -112,6 +115,11 @@ def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
         """Liveness, and what holds the stores if something does."""
         return {"status": "ok", "dataDir": str(application.settings.data_dir),
                 "storesBusy": application.gate.holder or None}
+
+    @api.get("/clock", response_model=ClockInfo, tags=["service"])
+    def clock() -> dict[str, Any]:
+        """Node clocks (offset, error bound, drift, tolerance) and timestamp replicas."""
+        return application.clock_status()
 
     @api.get("/streams", response_model=list[StreamInfo], tags=["streams"])
     def streams() -> list[dict[str, Any]]:
@@ -181,16 +189,19 @@ def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
         if ref is None:
             raise NotFound(f"no pipeline is served for stream {stream_id!r}; name it under "
                            "[serve] pipelines in streamprov.toml", field="streamId")
+        header = request.headers.get("traceparent")
+        parent = parse_traceparent(header) if header is not None else None
         payloads = _parse_records(await request.body(),
                                   request.headers.get("content-type", ""))
         pipeline = load_pipeline(ref)
         from starlette.concurrency import run_in_threadpool
 
-        summary = await run_in_threadpool(ingest_records, application, stream_id, pipeline,
-                                          payloads, keyField)
+        # with a W3C traceparent, the records' provenance traces join the client's trace
+        summary, traced = await run_in_threadpool(ingest_traced, application, stream_id,
+                                                  pipeline, payloads, keyField, parent)
         r = summary.result
         return {"streamId": stream_id, "records": r.ingested, "delivered": r.delivered,
-                "dropped": r.dropped, "failed": r.failed}
+                "dropped": r.dropped, "failed": r.failed, **traced}
 
     # -- configurations -------------------------------------------------------------------------
     def _catalog_json() -> dict[str, Any]:

@@ -43,6 +43,18 @@ class Health(Out):
         None, description="What holds the embedded stores right now (a replay), if anything.")
 
 
+class ClockInfo(Out):
+    max_skew_ns: int = Field(description="Tolerance on a node's clock error bound, ns.")
+    policy: str = Field(description="`flag` (stamp and record) or `hold` (stop taking records).")
+    nodes: list[dict[str, Any]] = Field(
+        description="Each node's clock at the end of the last run: nodeId, replica, offsetNs, "
+        "errorNs, driftPpm, lastSyncNs, withinTolerance, violations, ...")
+    replicas: list[dict[str, Any]] = Field(
+        description="The timestamp service's replicas served alongside the API: index, address, "
+        "role, stratum, offsetNs, errorNs, driftPpm, lastSyncNs.")
+    stream_id: str | None = Field(None, description="Stream of the last run.")
+
+
 class StreamInfo(Out):
     stream_id: str
     records: int = Field(description="Records in the stream log.")
