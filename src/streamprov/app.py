@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from streamprov.adapt.service import AdaptationService
     from streamprov.adapt.tuning import TuningService
     from streamprov.config import Catalog, NodeType
+    from streamprov.observe.lineage import LineageEmitter
     from streamprov.replay.engine import ReplayEngine
     from streamprov.runtime.ray import RayRunner
 
@@ -126,6 +127,8 @@ class App:
         """Orders store use within this process (embedded DuckDB: one process at a time)."""
         self._clock_lock = threading.Lock()
         self._clock_service: TimestampService | None = None
+        self.lineage: LineageEmitter | None = None
+        """OpenLineage events of this app's replays and tuning jobs (``lineage_emitter``)."""
 
     def clock_factory(self) -> ClockFactory:
         """How node processes get their clocks: synchronized against this app's timestamp
@@ -146,11 +149,15 @@ class App:
         return self._clock_service
 
     def close(self) -> None:
-        """Stop what this app started (the timestamp service)."""
+        """Stop what this app started (the timestamp service; the lineage emitter, after
+        delivering the events it holds)."""
         with self._clock_lock:
             if self._clock_service is not None:
                 self._clock_service.stop()
                 self._clock_service = None
+            lineage, self.lineage = self.lineage, None
+        if lineage is not None:
+            lineage.close()
 
     def runner(self, *, batch_size: int | None = None, queue_batches: int | None = None,
                node_type: NodeType | None = None) -> LocalRunner | RayRunner:
@@ -403,13 +410,33 @@ def replay_engine(application: App, catalog: Catalog, *, max_concurrent: int = 1
     from streamprov.replay.engine import ReplayEngine
 
     s = application.settings
+    lineage = lineage_emitter(application, catalog)
     return ReplayEngine(data_dir=s.data_dir, provenance_url=s.provenance_url,
                         stream_log_url=s.stream_log_url, catalog=catalog,
                         pipeline_for=application.pipeline_for, gate=application.gate,
                         queue_batches=s.queue_batches, max_concurrent=max_concurrent,
                         sample_interval_s=sample_interval_s,
                         clock_factory=application.clock_factory,
-                        runner_factory=application.runner)
+                        runner_factory=application.runner,
+                        on_event=lineage.replay_event if lineage is not None else None)
+
+
+def lineage_emitter(application: App, catalog: Catalog) -> LineageEmitter | None:
+    """The app's OpenLineage emitter (built once), configured by ``$STREAMPROV_LINEAGE_URL``
+    / ``$STREAMPROV_LINEAGE_FILE`` over the config file's ``[lineage]`` section; None when
+    neither names a destination."""
+    from streamprov.observe.lineage import LineageConfig, LineageEmitter, dataset_namespace
+
+    with application._clock_lock:
+        if application.lineage is not None:
+            return application.lineage
+        config = LineageConfig.resolve(catalog.lineage)
+        if not config.enabled:
+            return None
+        s = application.settings
+        application.lineage = LineageEmitter.from_config(
+            config, dataset_ns=dataset_namespace(s.data_dir, s.provenance_url))
+        return application.lineage
 
 
 def adaptation_service(application: App, catalog: Catalog) -> AdaptationService:
@@ -424,8 +451,10 @@ def tuning_service(application: App, catalog: Catalog,
     """Tuning jobs over ``application``'s stores (their replays share its gate)."""
     from streamprov.adapt.tuning import TuningService
 
+    lineage = lineage_emitter(application, catalog)
     return TuningService(application, catalog,
-                         adaptation or adaptation_service(application, catalog))
+                         adaptation or adaptation_service(application, catalog),
+                         on_event=lineage.tuning_event if lineage is not None else None)
 
 
 # -- reads shared by the CLI and the API ---------------------------------------------------------

@@ -668,7 +668,7 @@ def serve(
     import uvicorn
 
     from streamprov.api import create_app
-    from streamprov.app import replay_engine
+    from streamprov.app import adaptation_service, replay_engine, tuning_service
 
     if not 0 < port < 65536:
         raise InvalidInput(f"--port must be 1..65535, got {port}", field="port")
@@ -678,7 +678,10 @@ def serve(
     catalog = _catalog(config_file, application)
     for stream_id, ref in catalog.serve.pipelines.items():
         application.remember_pipeline(stream_id, load_pipeline(ref))
+    adaptation = adaptation_service(application, catalog)
     api = create_app(application, catalog, replay_engine(application, catalog),
+                     adaptation=adaptation,
+                     tuning=tuning_service(application, catalog, adaptation),
                      auto_tune=auto_tune)
     err.print(f"streamprov API on http://{host}:{port} (data dir "
               f"{application.settings.data_dir}); docs at /docs")

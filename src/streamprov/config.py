@@ -27,6 +27,10 @@ TOML layout (field names snake_case; the API takes them in camelCase as well)::
     [serve]
     pipelines = { demo = "streamprov.examples.demo:pipeline" }   # stream id -> import path
 
+    [lineage]                      # OpenLineage events of replays and tuning jobs
+    url = "http://marquez:5000/api/v1/lineage"                  # and/or
+    file = "lineage.ndjson"
+
 Every error names the offending field (``configurations.fast.batch_size``, say).
 """
 
@@ -137,6 +141,19 @@ class RuntimeSection(_Model):
     ray_address: str | None = Field(default=None, description="Ray cluster to join.")
 
 
+class LineageSection(_Model):
+    url: str | None = Field(
+        default=None, description="OpenLineage HTTP endpoint events are POSTed to "
+        "(http://host:5000/api/v1/lineage).")
+    file: str | None = Field(
+        default=None, description="File events are appended to, one JSON object a line.")
+    namespace: str = Field(default="streamprov", min_length=1,
+                           description="OpenLineage job namespace of replays and tuning jobs.")
+    timeout_s: float = Field(default=2.0, gt=0, le=60,
+                             description="Seconds an HTTP POST may take before it counts as "
+                             "failed.")
+
+
 class CatalogFile(_Model):
     """The TOML file's schema."""
 
@@ -145,6 +162,7 @@ class CatalogFile(_Model):
     serve: ServeSection = Field(default_factory=ServeSection)
     store: StoreSection = Field(default_factory=StoreSection)
     runtime: RuntimeSection = Field(default_factory=RuntimeSection)
+    lineage: LineageSection = Field(default_factory=LineageSection)
 
 
 def file_settings(config_file: Path | None = None, *, cwd: Path | None = None
@@ -165,7 +183,7 @@ def file_settings(config_file: Path | None = None, *, cwd: Path | None = None
 
 _ALIASES = frozenset(
     to_camel(name) for model in (NodeType, Configuration, CatalogFile, ServeSection,
-                                 StoreSection, RuntimeSection)
+                                 StoreSection, RuntimeSection, LineageSection)
     for name in model.model_fields)
 
 DEFAULT_NODE_TYPES: dict[str, NodeType] = {
@@ -211,10 +229,12 @@ class Catalog:
     def __init__(self, node_types: dict[str, NodeType],
                  configurations: dict[str, Configuration], *,
                  serve: ServeSection | None = None, overrides_path: Path | None = None,
-                 source: str = "defaults") -> None:
+                 source: str = "defaults", lineage: LineageSection | None = None) -> None:
         self._node_types = dict(node_types)
         self._configurations = dict(configurations)
         self.serve = serve or ServeSection()
+        self.lineage = lineage or LineageSection()
+        """The file's ``[lineage]`` section (``streamprov.observe.lineage``)."""
         self.overrides_path = overrides_path
         self.source = source
         self._lock = threading.Lock()
@@ -229,6 +249,7 @@ class Catalog:
         node_types = dict(DEFAULT_NODE_TYPES)
         configurations = dict(DEFAULT_CONFIGURATIONS)
         serve = ServeSection()
+        lineage = LineageSection()
         source = "defaults"
         path = config_file
         if path is None:
@@ -241,6 +262,7 @@ class Catalog:
             node_types.update(parsed.node_types)
             configurations.update(parsed.configurations)
             serve = parsed.serve
+            lineage = parsed.lineage
             source = str(path)
         overrides = data_dir / OVERRIDES_FILE_NAME if data_dir is not None else None
         if overrides is not None and overrides.is_file():
@@ -254,7 +276,7 @@ class Catalog:
         for cid in configurations:
             validate_id(cid, f"configurations.{cid}")
         return cls(node_types, configurations, serve=serve, overrides_path=overrides,
-                   source=source)
+                   source=source, lineage=lineage)
 
     # -- reading ----------------------------------------------------------------------------
     def configuration(self, config_id: str, field: str = "configurationId") -> Configuration:

@@ -108,9 +108,9 @@ def test_replay_trigger_fires_on_a_slowdown_and_not_on_a_normal_rerun(
     catalog = Catalog.load(None, data_dir, cwd=Path("/nonexistent"))
     engine = replay_engine(app, catalog)
     # wide thresholds: a rerun on a busy 2-core machine may well be 2x slower; the injected
-    # slowdown (4 ms per record) is far beyond them
+    # slowdown (12 ms per record, a quarter of the arrival rate) is far beyond them
     adaptation = AdaptationService(data_dir, catalog,
-                                   thresholds=Thresholds(latency=5.0, throughput=0.8))
+                                   thresholds=Thresholds(latency=3.0, throughput=0.6))
     req = ReplayRequest("slowable", s.first_ns, s.last_ns + 1, "small", 1.0)
     first = engine.run(req)
     assert adaptation.after_replay(first) is None  # nothing expected yet: learns

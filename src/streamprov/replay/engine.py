@@ -19,6 +19,7 @@ their original ids, and nothing is appended to the stream log.
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import threading
@@ -47,6 +48,7 @@ from streamprov.runtime.worker import ClockFactory, system_clock
 from streamprov.store import open_provenance_store, open_stream_log
 
 _POLL_S = 0.02
+_log = logging.getLogger("streamprov.replay")
 REPLAY_QUEUE_BATCHES = 64
 
 
@@ -83,7 +85,8 @@ class ReplayEngine:
                  queue_batches: int = 8, max_concurrent: int = 1,
                  sample_interval_s: float = 0.25,
                  clock_factory: Callable[[], ClockFactory] | None = None,
-                 runner_factory: Callable[..., Any] | None = None) -> None:
+                 runner_factory: Callable[..., Any] | None = None,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         if max_concurrent < 1:
             raise InvalidInput("max concurrent replays must be at least 1",
                                field="maxConcurrent")
@@ -101,6 +104,12 @@ class ReplayEngine:
         """Builds the runner for a replay: ``(batch_size=, queue_batches=, node_type=)``;
         None: the local runner."""
         """Gives the clocks of replay nodes (synchronized like the original run's)."""
+        self.on_event = on_event
+        """Called as ``on_event(state, doc)`` on the replay's thread after each change of
+        state has been saved (``provisioning``, ``running``, then ``completed``, ``failed`` or
+        ``cancelled``), with a copy of the record. Whatever it raises is logged and ignored:
+        a listener never fails a replay; it should return quickly (hand slow work to a
+        thread of its own)."""
         self.registry = ReplayRegistry(data_dir / "replays")
         self.registry.recover()
         self._runs: dict[str, _Run] = {}
@@ -247,6 +256,7 @@ class ReplayEngine:
 
     def _update(self, run: _Run, *, save: bool = False, **changes: Any) -> None:
         with run.lock:
+            changed = "state" in changes and changes["state"] != run.doc["state"]
             for k, v in changes.items():
                 if k == "progress":
                     run.doc["progress"].update(v)
@@ -255,6 +265,11 @@ class ReplayEngine:
             doc = _copy(run.doc)
         if save:
             self.registry.save(doc)
+        if changed and self.on_event is not None:
+            try:
+                self.on_event(doc["state"], doc)
+            except Exception:
+                _log.exception("replay %s: the state listener failed", run.replay_id)
 
     def _thread(self, run: _Run, pipeline: Pipeline, cfg: Configuration,
                 counts: dict[str, int]) -> None:
