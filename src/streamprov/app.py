@@ -22,6 +22,7 @@ from streamprov.clock.service import TimestampService
 from streamprov.errors import InvalidInput, NotFound, StoreError
 from streamprov.model import Chain, Outcome, validate_id
 from streamprov.runtime import LocalRunner, Pipeline, RunResult
+from streamprov.runtime.base import Runner
 from streamprov.runtime.worker import ClockFactory, system_clock
 from streamprov.store import (
     ChainCursor,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from streamprov.config import Catalog, NodeType
     from streamprov.observe.lineage import LineageEmitter
     from streamprov.replay.engine import ReplayEngine
-    from streamprov.runtime.ray import RayRunner
 
 DATA_DIR_ENV = "STREAMPROV_DATA_DIR"
 STORE_ENV = "STREAMPROV_STORE"
@@ -160,7 +160,7 @@ class App:
             lineage.close()
 
     def runner(self, *, batch_size: int | None = None, queue_batches: int | None = None,
-               node_type: NodeType | None = None) -> LocalRunner | RayRunner:
+               node_type: NodeType | None = None) -> Runner:
         """The runner of the settings: local processes, or actors on Ray sized from
         ``node_type``."""
         bs = batch_size or self.settings.batch_size
