@@ -132,6 +132,11 @@ def _app(data_dir: Path | None, runner: str | None = None, ray_address: str | No
     return application
 
 
+def _print_json(doc: Any) -> None:
+    """One JSON document on its own line (what every ``--json`` prints, NDJSON for lists)."""
+    sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+
+
 def fmt_ns(ns: float) -> str:
     """A duration in the largest unit that keeps it readable."""
     for unit, size in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
@@ -330,10 +335,10 @@ def streams(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
         counts = {s.stream_id: log.count(s.stream_id) for s in summaries}
     if as_json:
         for s in summaries:
-            sys.stdout.write(orjson.dumps({
+            _print_json({
                 "streamId": s.stream_id, "records": counts[s.stream_id], "chains": s.chains,
                 "firstNs": s.first_ns, "lastNs": s.last_ns,
-            }).decode() + "\n")
+            })
         return
     if not summaries:
         out.print(f"no streams in {application.settings.data_dir}; try: streamprov demo")
@@ -376,7 +381,7 @@ def provenance_show(
     chains = _app(data_dir).record_chains(stream, record)
     for chain in chains:
         if as_json:
-            sys.stdout.write(orjson.dumps(chain.to_json()).decode() + "\n")
+            _print_json(chain.to_json())
         else:
             _print_chain(chain)
 
@@ -416,7 +421,7 @@ def provenance_query(
                 break
             for chain in page:
                 if as_json:
-                    sys.stdout.write(orjson.dumps(chain.to_json()).decode() + "\n")
+                    _print_json(chain.to_json())
                 else:
                     table.add_row(str(chain.record_id), chain.outcome.value,
                                   str(len(chain.hops)), format_time_ns(chain.origin_ns),
@@ -642,7 +647,7 @@ def replay_command(
 
         write_report(report, replay_report(application, doc))
     if as_json:
-        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+        _print_json(doc)
     else:
         _print_report(doc)
         if report is not None:
@@ -716,7 +721,7 @@ def clock_status(
             for p in probe_replicas(cfg)
         ]
     if as_json:
-        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+        _print_json(doc)
         return
     nodes = doc.get("nodes", [])
     if not nodes:
@@ -923,7 +928,7 @@ def tune_command(
 
         doc = tuning_service(application, catalog).run(request)
         _write_tuning_report(application, catalog, doc, report)
-        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+        _print_json(doc)
         return
     doc = _run_tuning(application, catalog, request,
                       f"tuning {stream} by {algorithm}, budget {budget}")
@@ -976,7 +981,7 @@ def scaling_events_command(
     events = adaptation.scaling_events(stream, limit)
     if as_json:
         for e in events:
-            sys.stdout.write(orjson.dumps(e).decode() + "\n")
+            _print_json(e)
         return
     if not events:
         out.print("no scaling decisions yet; try: streamprov tune ... --apply")
@@ -1002,7 +1007,7 @@ def scaling_triggers_command(
     events = adaptation.trigger_events(stream, limit)
     if as_json:
         for e in events:
-            sys.stdout.write(orjson.dumps(e).decode() + "\n")
+            _print_json(e)
         return
     if not events:
         out.print("no deviation triggers yet")
