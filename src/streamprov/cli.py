@@ -277,7 +277,8 @@ def demo(
         out.print(f"  streamprov tune demo --start {before_ns} --end {after_ns} --p99-ms 200 "
                   f"--budget 8 --sample-s 1{dd}")
         out.print(f"  streamprov scaling events{dd}")
-        out.print(f"  streamprov serve{dd}    # the HTTP API; OpenAPI at /openapi.json")
+        out.print(f"  streamprov serve{dd}    # dashboard at http://127.0.0.1:8000/ui, "
+                  "API docs at /docs")
 
 
 @app.command()
