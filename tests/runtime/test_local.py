@@ -160,11 +160,15 @@ def run_scaling(tmp_path: Path, steps: list[tuple[str, int]],
                  sources=2, max_parallelism=4)
     p.map("a", identity, parallelism=1, key=user_key).map("b", identity).sink(CaptureSink())
     dep = runner(batch_size=100).start(p, **urls(tmp_path))
-    for i, (stage, n) in enumerate(steps):
-        # scale at progress milestones, not at times: records flow between every two steps
-        while dep.ingested() < (i + 1) * records // (len(steps) + 2):
+    gap = records // (len(steps) + 2)
+    mark = 0
+    for stage, n in steps:
+        # scale at progress milestones, not at times: a share of the records flows after each
+        # step has taken effect and before the next one, however long the steps take
+        while dep.ingested() < min(mark + gap, records - gap):
             time.sleep(0.02)
         dep.scale(stage, n)
+        mark = dep.ingested()
     result = dep.wait(120)
     return result, dep
 
