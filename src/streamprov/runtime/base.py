@@ -62,3 +62,17 @@ class Runner(Protocol):
         log_ingest: bool = True,
         clock_factory: ClockFactory = ...,
     ) -> Deployment: ...
+
+
+def next_record_base(stream_log_url: str, stream_id: str, record_base: int | None) -> int:
+    """``record_base`` if given, else one past the stream log's last record of the stream:
+    what both runners assign new record ids from."""
+    if record_base is not None:
+        return record_base
+    from streamprov.store import open_stream_log
+
+    log = open_stream_log(stream_log_url)
+    try:
+        return log.next_record_id(stream_id)
+    finally:
+        log.close()

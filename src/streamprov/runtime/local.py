@@ -16,6 +16,7 @@ from typing import Any
 from streamprov.errors import InvalidInput, PipelineError
 from streamprov.model import validate_id
 from streamprov.runtime import worker
+from streamprov.runtime.base import next_record_base
 from streamprov.runtime.pipeline import Pipeline
 from streamprov.runtime.sinks import is_capture
 from streamprov.runtime.worker import DRAIN, RING, ClockFactory, Wiring, system_clock
@@ -106,14 +107,7 @@ class LocalRunner:
         stream log's last record of the stream)."""
         pipeline.validated()
         sid = validate_id(stream_id or pipeline.name, "stream")
-        if record_base is None:
-            from streamprov.store import open_stream_log
-
-            log = open_stream_log(stream_log_url)
-            try:
-                record_base = log.next_record_id(sid)
-            finally:
-                log.close()
+        record_base = next_record_base(stream_log_url, sid, record_base)
         return Deployment(self, self._ctx, pipeline, sid, replay_id, record_base, log_ingest,
                           provenance_url, stream_log_url, clock_factory)
 

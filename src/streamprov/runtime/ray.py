@@ -33,6 +33,7 @@ from typing import Any
 
 from streamprov.errors import InvalidInput, PipelineError, StreamprovError
 from streamprov.model import validate_id
+from streamprov.runtime.base import next_record_base
 from streamprov.runtime.local import RunResult, ScaleStep
 from streamprov.runtime.pipeline import Pipeline
 from streamprov.runtime.sinks import is_capture
@@ -161,14 +162,7 @@ class RayRunner:
         sid = validate_id(stream_id or pipeline.name, "stream")
         ray = connect(self.cluster)
         self.check_capacity(ray, {s.name: s.parallelism for s in pipeline.stages})
-        if record_base is None:
-            from streamprov.store import open_stream_log
-
-            log = open_stream_log(stream_log_url)
-            try:
-                record_base = log.next_record_id(sid)
-            finally:
-                log.close()
+        record_base = next_record_base(stream_log_url, sid, record_base)
         return RayDeployment(self, ray, pipeline, sid, replay_id, record_base, log_ingest,
                              provenance_url, stream_log_url, clock_factory)
 
