@@ -241,10 +241,14 @@ class App:
              on_progress: Callable[[int], None] | None, interval_s: float) -> RunSummary:
         self.settings.ensure_data_dir()
         self.remember_pipeline(stream_id or pipeline.name, pipeline)
-        deployment = self.runner().start(
+        runner = self.runner()
+        # records a killed earlier run logged but never finished go through first (the
+        # local runner re-drives them; see streamprov.runtime.recovery)
+        extra: dict[str, Any] = {"recover": True} if isinstance(runner, LocalRunner) else {}
+        deployment = runner.start(
             pipeline, provenance_url=self.settings.provenance_url,
             stream_log_url=self.settings.stream_log_url, stream_id=stream_id,
-            clock_factory=self.clock_factory(),
+            clock_factory=self.clock_factory(), **extra,
         )
         outcome: dict[str, Any] = {}
 
@@ -373,7 +377,8 @@ class App:
 
     def summarize(self, result: RunResult) -> RunSummary:
         with self.provenance() as store:
-            outcomes = store.outcome_counts(result.stream_id, result.replay_id)
+            outcomes = result.own_outcomes(store.outcome_counts(
+                result.stream_id, result.replay_id, from_record=result.from_record))
             lat = np.asarray(store.latencies_ns(result.stream_id, result.replay_id))
         rows = result.rows_written
         if len(lat):

@@ -183,7 +183,16 @@ def _print_summary(summary: RunSummary, application: App, pipeline: Pipeline) ->
     table.add_column()
     total = oc["delivered"] + oc["dropped"] + oc["failed"]  # type: ignore[index]
     balance = "balances" if total == r.ingested else f"MISMATCH: {total} chains"
-    table.add_row("records in", f"{r.ingested:,}")
+    table.add_row("records in", f"{r.ingested:,}" + (
+        f" ({r.recovered:,} left unfinished by an earlier run, re-driven from the stream log)"
+        if r.recovered else ""))
+    if r.recoveries:
+        dup = ("unknown" if r.duplicated_outputs is None
+               else f"{r.duplicated_outputs:,}")
+        table.add_row("node crashes", f"{len(r.recoveries)} (restarted in "
+                      f"{max(x.duration_s for x in r.recoveries):.2f} s at most; "
+                      f"{sum(x.redriven for x in r.recoveries):,} records re-driven; "
+                      f"duplicated outputs: {dup})")
     table.add_row("records out", f"{r.delivered:,} delivered, {r.dropped:,} dropped, "
                   f"{r.failed:,} failed ({balance})")
     table.add_row("throughput", f"{r.throughput:,.0f} records/s over {r.duration_s:.2f} s")

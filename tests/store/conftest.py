@@ -8,7 +8,6 @@ PostgreSQL ones out.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from streamprov.store import (
     open_provenance_store,
     open_stream_log,
 )
-from tests.pg_server import ExternalServer, PgServer
 
 PARTITION_NS = 1_000_000_000
 """Partition width the conformance tests use (one second), so windows cross boundaries."""
@@ -56,17 +54,6 @@ class Stores:
         for store in reversed(self._open):
             store.close()
         self._open.clear()
-
-
-@pytest.fixture
-def pg_url(postgres_server: PgServer | ExternalServer) -> Iterator[str]:
-    """A URL to a schema of its own on the session's PostgreSQL server; dropped afterwards."""
-    import psycopg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield postgres_server.url(schema=schema)
-    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture(params=["duckdb", "postgres"])

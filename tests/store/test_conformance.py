@@ -358,3 +358,23 @@ def test_entries_table_returns_stored_json_text(stores: Stores) -> None:
     assert by_id[4]["payload"] == '{"i":4}' and by_id[4]["key"] == '"k4"'
     assert by_id[1]["key"] is None
     assert log.entries_table("nope", [1]).num_rows == 0
+
+
+# -- what recovery compares ---------------------------------------------------------------------
+def test_record_ids_with_chains_and_in_the_log(stores: Stores) -> None:
+    store = stores.provenance()
+    log = stores.stream_log()
+    log.append(log_rows("s1", [5, 1, 3, 2, 8]))
+    store.write(rows([chain(1, SECOND), chain(3, 3 * SECOND), chain(3, 3 * SECOND, branch=1),
+                      chain(8, 8 * SECOND, outcome=Outcome.DROPPED, hops=2),
+                      chain(9, 9 * SECOND, replay_id="r1")]))
+    assert log.record_ids("s1").tolist() == [1, 2, 3, 5, 8]
+    assert log.record_ids("s1", from_record=3).tolist() == [3, 5, 8]
+    assert log.record_ids("unknown").tolist() == []
+    assert store.record_ids("s1").tolist() == [1, 3, 8]
+    assert store.record_ids("s1", from_record=2).tolist() == [3, 8]
+    assert store.record_ids("s1", replay_id="r1").tolist() == [9]
+    assert store.record_ids("unknown").tolist() == []
+    assert store.outcome_counts("s1", from_record=4) == {
+        Outcome.DELIVERED: 0, Outcome.DROPPED: 1, Outcome.FAILED: 0,
+    }

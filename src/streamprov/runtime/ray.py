@@ -210,6 +210,7 @@ class RayDeployment:
 
         self._ra = ra
         self._ray = ray
+        self._record_base = record_base
         self.runner = runner
         self.pipeline = pipeline
         self.stream_id = stream_id
@@ -515,6 +516,7 @@ class RayDeployment:
             rows_written=rows,
             nodes=nodes,
             scaling=list(self.scaling),
+            from_record=0 if self.replay_id else self._record_base,
         )
 
     def __enter__(self) -> RayDeployment:

@@ -62,13 +62,16 @@ class NullSink:
 
 
 class _JsonLinesWriter:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, append: bool = False) -> None:
         self._final = path
         self._partial = path.with_name(path.name + ".partial")
-        self._fh = open(self._partial, "wb")  # noqa: SIM115
+        self._fh = open(self._partial, "ab" if append else "wb")  # noqa: SIM115
 
     def write(self, records: list[dict[str, Any]]) -> None:
+        # out of the process before the chains are sent: a crash after this point repeats
+        # these records (at least once), never loses them
         self._fh.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
+        self._fh.flush()
 
     def close(self) -> None:
         self._fh.close()
@@ -93,6 +96,10 @@ class JsonLinesSink:
 
     def open(self, instance: int, capture: Any) -> SinkWriter:
         return _JsonLinesWriter(self.path)
+
+    def reopen(self, instance: int, capture: Any) -> SinkWriter:
+        """After a restart: go on appending to what the crashed run wrote."""
+        return _JsonLinesWriter(self.path, append=True)
 
 
 class _CaptureWriter:

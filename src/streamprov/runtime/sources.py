@@ -50,6 +50,25 @@ class Source(Protocol):
     def read(self, index: int, count: int, batch_size: int) -> Iterator[SourceChunk]: ...
 
 
+class ResumableSource(Protocol):
+    """A source that can start again after its first ``skip`` records (for ``index`` of
+    ``count``), producing exactly the records it would have produced from there on: what lets
+    a deployment restart after a node crash without losing or repeating input."""
+
+    def resumable(self) -> bool: ...
+
+    def read_from(self, index: int, count: int, batch_size: int,
+                  skip: int) -> Iterator[SourceChunk]: ...
+
+
+def resume_reader(source: Any) -> ResumableSource | None:
+    """``source`` as a ``ResumableSource`` if it can resume, else None."""
+    check = getattr(source, "resumable", None)
+    if callable(check) and check() and callable(getattr(source, "read_from", None)):
+        return source  # type: ignore[no-any-return]
+    return None
+
+
 class ReportingSource(Protocol):
     """A source that has something to say when it ends (a replay's pacing lag, say).
 
@@ -100,17 +119,28 @@ class SyntheticSource:
         base, extra = divmod(self.records, count)
         return base + (1 if index < extra else 0)
 
+    def resumable(self) -> bool:
+        return True
+
     def read(self, index: int, count: int, batch_size: int) -> Iterator[SourceChunk]:
+        return self.read_from(index, count, batch_size, 0)
+
+    def read_from(self, index: int, count: int, batch_size: int,
+                  skip: int) -> Iterator[SourceChunk]:
         # one generator per field: the values do not depend on how records are batched
         keys_rng = np.random.default_rng([self.seed, index, 0])
         amounts_rng = np.random.default_rng([self.seed, index, 1])
         total = self.share(index, count)
-        produced = 0
+        produced = skip if total is None else min(skip, total)
+        if produced:  # draw what the skipped records drew: the rest comes out the same
+            keys_rng.integers(0, self.keys, produced)
+            amounts_rng.random(produced)
         started = time.monotonic()
         if self.rate is not None:
             # a rate-limited source emits what it has every batch_span_s at least, as a live
             # feed would, instead of holding records back until a full batch has accumulated
             batch_size = max(1, min(batch_size, int(self.rate * self.batch_span_s)))
+            started -= produced / self.rate
         while total is None or produced < total:
             n = batch_size if total is None else min(batch_size, total - produced)
             if self.rate is not None:
@@ -171,13 +201,25 @@ class JsonLinesSource:
             return os.fdopen(self._stdin.fd, "rb")
         return open(self.path, "rb")
 
+    def resumable(self) -> bool:
+        return self._stdin is None  # a file can be read again; stdin cannot
+
     def read(self, index: int, count: int, batch_size: int) -> Iterator[SourceChunk]:
+        return self.read_from(index, count, batch_size, 0)
+
+    def read_from(self, index: int, count: int, batch_size: int,
+                  skip: int) -> Iterator[SourceChunk]:
+        """Records (payloads and unreadable lines alike) after the first ``skip``."""
         kf = self.key_field
         with self._open() as fh:
             chunk = SourceChunk([], [] if kf else None)
+            seen = 0
             for lineno, raw in enumerate(fh, start=1):
                 line = raw.strip()
                 if not line:
+                    continue
+                seen += 1
+                if seen <= skip:
                     continue
                 try:
                     payload = orjson.loads(line)

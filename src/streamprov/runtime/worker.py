@@ -37,7 +37,7 @@ from streamprov.runtime.batch import Batch, ChainBatch, EncodedBatch, HopColumn
 from streamprov.runtime.node import NodeProcessor, error_text
 from streamprov.runtime.pipeline import Pipeline, Stage
 from streamprov.runtime.rows import ChainRowBuilder
-from streamprov.runtime.sources import SourceChunk
+from streamprov.runtime.sources import SourceChunk, resume_reader
 
 DATA, FAILED, RING, BYE, DRAIN, CHAINS = range(6)
 
@@ -70,11 +70,25 @@ class Wiring:
     ingest_group_s: float = 0.02
     writer_flush_rows: int = 524_288
     writer_flush_s: float = 0.5
+    writer_buffer_rows: int = 4_194_304
+    """Rows of chains the writer keeps while the store is unavailable before backpressure."""
+    writer_outage_s: float = 600.0
+    """How long the writer waits for an unavailable store before the deployment fails."""
     stop_event: Any = None
+    epoch: int = 0
+    """How many times the deployment restarted after a node crash before this wiring."""
+    source_skip: tuple[int, ...] = ()
+    """Per source instance: records it already had in the stream log (resume after them)."""
+    redrive_path: str | None = None
+    """Arrow IPC file of logged records without a chain, for ingest to send through again."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def node_id(self, role: str, slot: int) -> str:
-        prefix = self.pipeline.name if not self.replay_id else f"{self.pipeline.name}~replay"
+        return Wiring.node_id_for(self.pipeline, self.replay_id, role, slot)
+
+    @staticmethod
+    def node_id_for(pipeline: Pipeline, replay_id: str, role: str, slot: int) -> str:
+        prefix = pipeline.name if not replay_id else f"{pipeline.name}~replay"
         return f"{prefix}/{role}/{slot}"
 
 
@@ -205,7 +219,8 @@ def run_source(w: Wiring, token: int, index: int) -> None:
         gate = _accept_gate(physical)
         true_time = bool(getattr(p.source, "true_time", False))
         count = p.sources
-        seq = 0
+        skip = w.source_skip[index] if index < len(w.source_skip) else 0
+        seq = skip
         records = 0
         failed = 0
         w.events.put(("ready", token, os.getpid()))
@@ -245,7 +260,12 @@ def run_source(w: Wiring, token: int, index: int) -> None:
                       else hash_ints(ids))
             w.ingest_inbox.put((DATA, EncodedBatch.encode(batch, hashes)))
 
-        for chunk in p.source.read(index, count, w.batch_size):
+        resumer = resume_reader(p.source) if skip else None
+        chunks = (resumer.read_from(index, count, w.batch_size, skip) if resumer is not None
+                  else p.source.read(index, count, w.batch_size))
+        for chunk in chunks:
+            if w.stop_event is not None and w.stop_event.is_set():
+                break
             gate()
             keys, key_failed = _source_keys(first, chunk)
             bad = list(chunk.failed)
@@ -303,6 +323,42 @@ def _log_rows(batches: list[EncodedBatch]) -> pa.Table:
     })
 
 
+def _redrive(w: Wiring, router: Router) -> int:
+    """Send the records of ``w.redrive_path`` (in the stream log already, without a chain
+    after a crash) to the first stage again, their hop 0 restored from the log."""
+    import pyarrow.ipc as ipc
+
+    first = w.pipeline.stages[0]
+    sent = 0
+    with ipc.open_file(w.redrive_path) as reader:
+        for i in range(reader.num_record_batches):
+            rb = reader.get_batch(i)
+            nodes = rb.column("origin_node").to_pylist()
+            for node in sorted(set(nodes)):
+                idx = np.flatnonzero(np.asarray(nodes, dtype=object) == node)
+                part = rb.take(pa.array(idx))
+                router.send(_redrive_batch(w, first, node, part))
+                sent += len(idx)
+    return sent
+
+
+def _redrive_batch(w: Wiring, first: Stage, node: str, rb: pa.RecordBatch) -> EncodedBatch:
+    ids = rb.column("record_id").to_numpy(zero_copy_only=False).astype(np.int64)
+    payload = rb.column("payload")
+    texts = [t.encode() for t in payload.to_pylist()]
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=offsets[1:])
+    key_json: list[str | None] = rb.column("key").to_pylist()
+    keys = None if all(k is None for k in key_json) else [
+        None if k is None else orjson.loads(k) for k in key_json]
+    hashes = (hash_keys(keys) if first.key is not None and keys is not None
+              else hash_ints(ids))
+    ts = rb.column("ingest_ts_ns").to_numpy(zero_copy_only=False).astype(np.int64)
+    hop = HopColumn(node, ts, np.zeros(len(ids), dtype=np.int64), 0)
+    return EncodedBatch(w.stream_id, ids, b"".join(texts), offsets, hashes, keys,
+                        None if keys is None else key_json, [hop], w.replay_id)
+
+
 def run_ingest(w: Wiring, token: int, members: tuple[int, ...]) -> None:
     """Append each batch to the stream log, then forward it to the first stage."""
 
@@ -316,6 +372,7 @@ def run_ingest(w: Wiring, token: int, members: tuple[int, ...]) -> None:
         logged = 0
         reported_at = time.monotonic()
         w.events.put(("ready", token, os.getpid()))
+        redriven = _redrive(w, router) if w.redrive_path else 0
         try:
             while True:
                 now = time.monotonic()
@@ -363,7 +420,7 @@ def run_ingest(w: Wiring, token: int, members: tuple[int, ...]) -> None:
             if log is not None:
                 log.close()
         router.bye_all()
-        return {"node": "ingest", "logged": logged}
+        return {"node": "ingest", "logged": logged, "redriven": redriven}
 
     _guard("ingest", token, w.events, body)
 
@@ -378,7 +435,11 @@ def run_stage(w: Wiring, token: int, stage_index: int, slot: int,
         nxt = p.stages[stage_index + 1] if stage_index + 1 < len(p.stages) else None
         router = (Router(nxt, stage_index + 1, w.stage_inboxes[stage_index + 1], members, token)
                   if nxt is not None and members is not None else None)
-        writer = stage.sink.open(slot, w.capture) if stage.sink is not None else None
+        writer = None
+        if stage.sink is not None:
+            reopen = getattr(stage.sink, "reopen", None)
+            writer = (reopen(slot, w.capture) if w.epoch and callable(reopen)
+                      else stage.sink.open(slot, w.capture))
         physical = w.clock_factory(node_id)
         gate = _accept_gate(physical)
         proc = NodeProcessor(
@@ -424,29 +485,87 @@ def run_stage(w: Wiring, token: int, stage_index: int, slot: int,
 
 # -- the provenance writer ------------------------------------------------------------------
 def run_writer(w: Wiring, token: int) -> None:
-    """Batch complete chains into the provenance store until told to drain."""
+    """Batch complete chains into the provenance store until told to drain.
+
+    When the store fails (a server gone, a full disk) the writer keeps the chains it could not
+    write and goes on taking new ones up to ``writer_buffer_rows``; past that it stops reading
+    its inbox, so the stages block and the sources with them (backpressure). It retries with
+    backoff and, once the store is back, writes everything in order. It gives up (and the
+    deployment fails, the records safe in the stream log for a later run to re-drive) after
+    ``writer_outage_s`` without a successful write.
+    """
 
     def body() -> dict[str, Any]:
+        from streamprov.errors import StoreError
         from streamprov.store import open_provenance_store
 
         store = open_provenance_store(w.provenance_url)
         pending = ChainRowBuilder()
+        unwritten: list[tuple[pa.Table, int]] = []  # built but not yet stored, in order
         first_at = 0.0
         written = 0
         chains = 0
+        outage_since: float | None = None
+        retry_at = 0.0
+        backoff = 0.05
+        outages = 0
+        held_back = 0  # times the buffer was full and the writer stopped taking chains
         inbox = w.writer_inbox
         w.events.put(("ready", token, os.getpid()))
 
+        def buffered() -> int:
+            return int(pending.rows + sum(t.num_rows for t, _ in unwritten))
+
         def flush() -> None:
-            nonlocal written, chains
+            nonlocal written, chains, outage_since, retry_at, backoff, outages
             if pending.rows:
-                chains += pending.chains
-                written += store.write(pending.build())
+                n_chains = pending.chains  # (build empties the builder)
+                unwritten.append((pending.build(), n_chains))
+            while unwritten:
+                table, n = unwritten[0]
+                try:
+                    written += store.write(table)
+                except StoreError as exc:
+                    now = time.monotonic()
+                    if outage_since is None:
+                        outage_since = now
+                        outages += 1
+                        w.events.put(("warning", token, (
+                            f"provenance store unavailable ({exc}); keeping up to "
+                            f"{w.writer_buffer_rows:,} rows of chains, then holding the "
+                            "pipeline back")))
+                    if now - outage_since > w.writer_outage_s:
+                        raise StoreError(
+                            f"the provenance store was unavailable for over "
+                            f"{w.writer_outage_s:.0f}s; {buffered():,} rows of chains not "
+                            f"written (their records are in the stream log, and the next run "
+                            f"re-drives them): {exc}") from exc
+                    retry_at = now + backoff
+                    backoff = min(backoff * 2, 2.0)
+                    return
+                unwritten.pop(0)
+                chains += n
+            if outage_since is not None:
+                w.events.put(("warning", token, (
+                    f"provenance store back after {time.monotonic() - outage_since:.1f}s; "
+                    "every buffered chain written")))
+                outage_since = None
+                backoff = 0.05
 
         try:
             while True:
-                timeout = (max(0.0, first_at + w.writer_flush_s - time.monotonic())
-                           if pending.rows else None)
+                if outage_since is not None and buffered() >= w.writer_buffer_rows:
+                    # full: take nothing more until the store is back (backpressure)
+                    held_back += 1
+                    time.sleep(max(0.0, retry_at - time.monotonic()))
+                    flush()
+                    continue
+                if outage_since is not None:
+                    timeout: float | None = max(0.0, retry_at - time.monotonic())
+                elif pending.rows:
+                    timeout = max(0.0, first_at + w.writer_flush_s - time.monotonic())
+                else:
+                    timeout = None
                 try:
                     msg = inbox.get(timeout=timeout)
                 except queue.Empty:
@@ -456,14 +575,17 @@ def run_writer(w: Wiring, token: int) -> None:
                     if not pending.rows:
                         first_at = time.monotonic()
                     pending.add(msg[1])
-                    if pending.rows >= w.writer_flush_rows:
+                    if pending.rows >= w.writer_flush_rows and outage_since is None:
                         flush()
                 elif msg[0] == DRAIN:
                     break
             flush()
+            while unwritten or pending.rows:  # draining: wait for the store (or give up)
+                time.sleep(max(0.0, retry_at - time.monotonic()))
+                flush()
         finally:
             store.close()
-        return {"node": "writer", "rowsWritten": written, "chains": chains}
+        return {"node": "writer", "rowsWritten": written, "chains": chains,
+                "storeOutages": outages, "heldBack": held_back}
 
     _guard("provenance writer", token, w.events, body)
-

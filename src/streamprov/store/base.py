@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from streamprov.errors import InvalidInput, NotFound
@@ -190,7 +192,16 @@ class ProvenanceStore(Protocol):
         """All chains of the window in the original order, in chunks, in bounded memory."""
         ...
 
-    def outcome_counts(self, stream_id: str, replay_id: str = "") -> dict[Outcome, int]: ...
+    def outcome_counts(self, stream_id: str, replay_id: str = "", *,
+                       from_record: int = 0) -> dict[Outcome, int]:
+        """Chains by outcome (of records with id >= ``from_record``)."""
+        ...
+
+    def record_ids(self, stream_id: str, *, replay_id: str = "",
+                   from_record: int = 0) -> npt.NDArray[np.int64]:
+        """Sorted distinct ids (>= ``from_record``) of the records that have a stored chain:
+        what recovery compares with the stream log to find records to re-drive."""
+        ...
 
     def window_rows(
         self,
@@ -244,6 +255,10 @@ class StreamLog(Protocol):
         ...
 
     def count(self, stream_id: str) -> int: ...
+
+    def record_ids(self, stream_id: str, *, from_record: int = 0) -> npt.NDArray[np.int64]:
+        """Sorted ids (>= ``from_record``) of the stream's records in the log."""
+        ...
 
     def entries_table(self, stream_id: str, record_ids: Sequence[int]) -> pa.Table:
         """Entries of the given records that are in the log, in ``LOG_ENTRY_SCHEMA``, in no

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+import numpy as np
+import numpy.typing as npt
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -467,18 +469,31 @@ class DuckDBProvenanceStore(_DuckDBFile):
             raise expired_window(stream_id, start_ns, kept_from)
         return table
 
-    def outcome_counts(self, stream_id: str, replay_id: str = "") -> dict[Outcome, int]:
+    def outcome_counts(self, stream_id: str, replay_id: str = "", *,
+                       from_record: int = 0) -> dict[Outcome, int]:
         counts = dict.fromkeys(Outcome, 0)
         table = self._table(stream_id)
         if table is None:
             return counts
         for outcome, n in self._require().execute(
             f"SELECT outcome, count(*) FROM {table} WHERE hop = 0 AND replay_id = ? "
-            "GROUP BY outcome",
-            [replay_id],
+            "AND record_id >= ? GROUP BY outcome",
+            [replay_id, from_record],
         ).fetchall():
             counts[Outcome(outcome)] = int(n)
         return counts
+
+    def record_ids(self, stream_id: str, *, replay_id: str = "",
+                   from_record: int = 0) -> npt.NDArray[np.int64]:
+        table = self._table(stream_id)
+        if table is None:
+            return np.empty(0, np.int64)
+        got = self._require().execute(
+            f"SELECT DISTINCT record_id FROM {table} WHERE hop = 0 AND replay_id = ? "
+            "AND record_id >= ? ORDER BY record_id",
+            [replay_id, from_record],
+        ).fetchnumpy()["record_id"]
+        return np.asarray(got, dtype=np.int64)
 
     def latencies_ns(self, stream_id: str, replay_id: str = "") -> pa.Array:
         table = self._table(stream_id)
@@ -534,6 +549,16 @@ class DuckDBStreamLog(_DuckDBFile):
             return 0
         row = self._require().execute(f"SELECT count(*) FROM {table}").fetchone()
         return int(row[0]) if row else 0
+
+    def record_ids(self, stream_id: str, *, from_record: int = 0) -> npt.NDArray[np.int64]:
+        table = self._table(stream_id)
+        if table is None:
+            return np.empty(0, np.int64)
+        got = self._require().execute(
+            f"SELECT record_id FROM {table} WHERE record_id >= ? ORDER BY record_id",
+            [from_record],
+        ).fetchnumpy()["record_id"]
+        return np.asarray(got, dtype=np.int64)
 
     def entries_table(self, stream_id: str, record_ids: Sequence[int]) -> pa.Table:
         table = self._table(stream_id)

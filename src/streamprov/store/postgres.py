@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import psycopg
 import pyarrow as pa
@@ -763,18 +764,30 @@ class PostgresProvenanceStore(_PgStore):
         )
         return (_record_batch(rows) for rows in chunks)
 
-    def outcome_counts(self, stream_id: str, replay_id: str = "") -> dict[Outcome, int]:
+    def outcome_counts(self, stream_id: str, replay_id: str = "", *,
+                       from_record: int = 0) -> dict[Outcome, int]:
         counts = dict.fromkeys(Outcome, 0)
         if self._empty:
             return counts
         rows = self._run("counting outcomes", lambda c: c.execute(
             f"SELECT outcome, count(*) FROM {self._root} WHERE stream_id = %s AND hop = 0 "
-            "AND replay_id = %s GROUP BY outcome",
-            [stream_id, replay_id],
+            "AND replay_id = %s AND record_id >= %s GROUP BY outcome",
+            [stream_id, replay_id, from_record],
         ).fetchall())
         for outcome, n in rows:
             counts[Outcome(outcome)] = int(n)
         return counts
+
+    def record_ids(self, stream_id: str, *, replay_id: str = "",
+                   from_record: int = 0) -> npt.NDArray[np.int64]:
+        if self._empty:
+            return np.empty(0, np.int64)
+        rows = self._run("reading record ids", lambda c: c.execute(
+            f"SELECT DISTINCT record_id FROM {self._root} WHERE stream_id = %s AND hop = 0 "
+            "AND replay_id = %s AND record_id >= %s ORDER BY record_id",
+            [stream_id, replay_id, from_record],
+        ).fetchall())
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def latencies_ns(self, stream_id: str, replay_id: str = "") -> pa.Array:
         if self._empty:
@@ -830,6 +843,16 @@ class PostgresStreamLog(_PgStore):
             f"SELECT count(*) FROM {self._root} WHERE stream_id = %s", [stream_id]
         ).fetchone())
         return int(row[0]) if row else 0
+
+    def record_ids(self, stream_id: str, *, from_record: int = 0) -> npt.NDArray[np.int64]:
+        if self._empty:
+            return np.empty(0, np.int64)
+        rows = self._run("reading record ids", lambda c: c.execute(
+            f"SELECT record_id FROM {self._root} WHERE stream_id = %s AND record_id >= %s "
+            "ORDER BY record_id",
+            [stream_id, from_record],
+        ).fetchall())
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def entries_table(self, stream_id: str, record_ids: Sequence[int]) -> pa.Table:
         if self._empty or not len(record_ids):

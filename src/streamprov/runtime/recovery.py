@@ -1,0 +1,101 @@
+"""Finding what a crash left unfinished, from the stores alone.
+
+The stream log is written ahead: a record in it was accepted. A record is finished once a
+chain of it is in the provenance store (chains are written whole, in one transaction). So after
+any crash, the records to send through again are the logged ones without a chain ("orphans"),
+and a resumable source goes on after the records it already had logged.
+
+Both stores are opened here, by the process that restarts the pipeline, only while no node
+process holds them (an embedded DuckDB file admits one process at a time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+REDRIVE_SCHEMA = pa.schema([
+    pa.field("record_id", pa.int64(), nullable=False),
+    pa.field("ingest_ts_ns", pa.int64(), nullable=False),
+    pa.field("key", pa.string()),
+    pa.field("payload", pa.string(), nullable=False),
+    pa.field("origin_node", pa.string(), nullable=False),
+])
+"""What the ingest node reads to re-drive records: the stream-log entry and hop 0's node."""
+
+_READ_IDS = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """A stream's state after a crash, for records with id >= ``from_record``."""
+
+    logged: npt.NDArray[np.int64]
+    """Sorted ids of the records in the stream log."""
+    orphans: npt.NDArray[np.int64]
+    """Sorted ids of logged records without a chain."""
+
+
+def find_unfinished(stream_log_url: str, provenance_url: str, stream_id: str, *,
+                    from_record: int = 0, replay_id: str = "") -> Unfinished:
+    """Logged records and those of them that have no chain yet."""
+    from streamprov.store import open_provenance_store, open_stream_log
+
+    log = open_stream_log(stream_log_url)
+    try:
+        logged = log.record_ids(stream_id, from_record=from_record)
+    finally:
+        log.close()
+    store = open_provenance_store(provenance_url)
+    try:
+        done = store.record_ids(stream_id, replay_id=replay_id, from_record=from_record)
+    finally:
+        store.close()
+    orphans = np.setdiff1d(logged, done, assume_unique=True)
+    return Unfinished(logged, orphans)
+
+
+def logged_per_source(logged: npt.NDArray[np.int64], record_base: int,
+                      sources: int) -> tuple[int, ...]:
+    """How many records each source instance had in the log: instance ``k`` numbers its
+    records ``record_base + seq * sources + k``, and the log holds a prefix of each one's."""
+    rel = logged[logged >= record_base] - record_base
+    counts = np.bincount(rel % sources, minlength=sources) if len(rel) else np.zeros(
+        sources, np.int64)
+    return tuple(int(c) for c in counts)
+
+
+def write_redrive_file(path: Path, stream_log_url: str, stream_id: str,
+                       orphans: npt.NDArray[np.int64],
+                       origin_node: Callable[[npt.NDArray[np.int64]], list[str]]) -> int:
+    """Write the orphans' log entries to ``path`` in the original order (ingest time, then
+    id), with hop 0's node from ``origin_node``; returns how many were written."""
+    from streamprov.store import open_stream_log
+
+    log = open_stream_log(stream_log_url)
+    parts: list[pa.Table] = []
+    try:
+        for start in range(0, len(orphans), _READ_IDS):
+            ids = orphans[start:start + _READ_IDS]
+            parts.append(log.entries_table(stream_id, ids.tolist()))
+    finally:
+        log.close()
+    table = (pa.concat_tables(parts) if parts
+             else REDRIVE_SCHEMA.remove(4).empty_table())
+    table = table.sort_by([("ingest_ts_ns", "ascending"), ("record_id", "ascending")])
+    ids = table.column("record_id").to_numpy().astype(np.int64)
+    table = table.append_column("origin_node", pa.array(origin_node(ids), pa.string()))
+    table = table.cast(REDRIVE_SCHEMA)
+    with ipc.new_file(path, REDRIVE_SCHEMA) as writer:
+        writer.write_table(table, max_chunksize=4096)
+    return int(table.num_rows)
+
+
+__all__ = ["REDRIVE_SCHEMA", "Unfinished", "find_unfinished", "logged_per_source",
+           "write_redrive_file"]

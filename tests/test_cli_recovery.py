@@ -1,0 +1,63 @@
+"""The whole process killed: ``streamprov run`` SIGKILLed mid-stream with all its node
+processes; the stores open cleanly and the next run re-drives what was left unfinished."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from streamprov.store import open_provenance_store, open_stream_log
+
+
+def _ids(data: Path) -> tuple[set[int], Counter[int]]:
+    log = open_stream_log(f"duckdb://{data / 'streams.duckdb'}", read_only=True)
+    store = open_provenance_store(f"duckdb://{data / 'provenance.duckdb'}", read_only=True)
+    try:
+        logged = set(log.record_ids("demo").tolist())
+        chains = (Counter(c.record_id for chunk in store.iter_window("demo", 0, 2**63 - 1)
+                          for c in chunk) if store.has_stream("demo") else Counter())
+    finally:
+        log.close()
+        store.close()
+    return logged, chains
+
+
+def test_killed_run_is_finished_by_the_next_run(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cmd = [sys.executable, "-m", "streamprov.cli", "run", "streamprov.examples.demo:pipeline",
+           "--data-dir", str(data)]
+    proc = subprocess.Popen([*cmd, "--records", "2000000"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # the stores' write-ahead files grow once records flow and chains are written
+        wals = [data / "streams.duckdb.wal", data / "provenance.duckdb.wal"]
+        deadline = time.monotonic() + 120
+        while (not all(w.exists() and w.stat().st_size > 200_000 for w in wals)
+               and proc.poll() is None):
+            assert time.monotonic() < deadline, "no records were logged"
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and every node process
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+
+    logged, chains = _ids(data)  # both files open cleanly after the kill
+    orphans = logged - set(chains)
+    assert logged and orphans, "the kill left records logged without a chain"
+    assert set(chains) <= logged
+
+    again = subprocess.run([*cmd, "--records", "1000"], capture_output=True, text=True,
+                           timeout=300, check=False, env={**os.environ, "COLUMNS": "250"})
+    assert again.returncode == 0, again.stderr
+    assert f"{len(orphans):,} left unfinished by an earlier run" in again.stdout
+    assert "balances" in again.stdout, again.stdout
+    logged_after, chains_after = _ids(data)
+    assert len(logged_after) == len(logged) + 1000
+    assert set(chains_after) == logged_after, "every logged record has a chain now"
+    assert max(chains_after.values()) == 1
