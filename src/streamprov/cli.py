@@ -26,7 +26,7 @@ from streamprov.app import (
     Settings,
     check_window,
 )
-from streamprov.config import Catalog
+from streamprov.config import Catalog, ServeSection
 from streamprov.errors import InvalidInput, StreamprovError
 from streamprov.model import Chain, format_time_ns, parse_time_ns, validate_id
 from streamprov.replay import ReplayEngine, ReplayError, ReplayRequest
@@ -669,11 +669,20 @@ def replay_command(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="Address to listen on. Anything but a loopback address needs an API token.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     auto_tune: Annotated[bool, typer.Option(
         help="A replay that strays from what its configuration delivered before starts a "
         "tuning job of its window, applied when done.")] = False,
+    api_token_file: Annotated[Path | None, typer.Option(
+        "--api-token-file", help="File holding the API token that requests which change "
+        "something must send as 'Authorization: Bearer <token>' (else env "
+        "STREAMPROV_API_TOKEN, else [serve] api_token_file).", show_default=False)] = None,
+    protect_reads: Annotated[bool, typer.Option(
+        "--protect-reads", help="Reads need the API token too (/healthz stays open; the "
+        "dashboard then needs a client that sends the token).")] = False,
     runner: RunnerOpt = None,
     ray_address: RayAddressOpt = None,
     data_dir: DataDir = None,
@@ -688,19 +697,45 @@ def serve(
     if not 0 < port < 65536:
         raise InvalidInput(f"--port must be 1..65535, got {port}", field="port")
     application = _app(data_dir, runner, ray_address, config_file)
+    catalog = _catalog(config_file, application)
+    serve_section, token = _serve_access(catalog, host, api_token_file, protect_reads)
     application.clock_factory()  # the timestamp service runs alongside the API
     application.settings.ensure_data_dir()
-    catalog = _catalog(config_file, application)
     for stream_id, ref in catalog.serve.pipelines.items():
         application.remember_pipeline(stream_id, load_pipeline(ref))
     adaptation = adaptation_service(application, catalog)
     api = create_app(application, catalog, replay_engine(application, catalog),
                      adaptation=adaptation,
                      tuning=tuning_service(application, catalog, adaptation),
-                     auto_tune=auto_tune)
+                     auto_tune=auto_tune, serve=serve_section, api_token=token)
+    access = ("open to anyone who can reach it" if token is None else
+              "reads and writes need the API token" if serve_section.protect_reads else
+              "changes need the API token")
     err.print(f"streamprov API on http://{host}:{port} (data dir "
-              f"{application.settings.data_dir}); docs at /docs")
+              f"{application.settings.data_dir}; {access}); docs at /docs")
     uvicorn.run(api, host=host, port=port, log_level="warning")
+
+
+def _serve_access(catalog: Catalog, host: str, token_file: Path | None,
+                  protect_reads: bool) -> tuple[ServeSection, str | None]:
+    """The ``[serve]`` section with the flags applied, and the API token (None: none given).
+    Refuses a non-loopback ``host`` without a token: the API would be open to the network."""
+    from streamprov.api.auth import TOKEN_ENV, is_loopback, resolve_token
+
+    section = catalog.serve
+    if protect_reads:
+        section = section.model_copy(update={"protect_reads": True})
+    config_dir = Path(catalog.source).parent if catalog.source != "defaults" else None
+    token = resolve_token(token_file, section.api_token_file, config_dir)
+    if token is None and not is_loopback(host):
+        raise InvalidInput(
+            f"--host {host} is not a loopback address: give an API token (--api-token-file "
+            f"PATH, ${TOKEN_ENV} or [serve] api_token_file) or listen on 127.0.0.1",
+            field="host")
+    if token is None and section.protect_reads:
+        raise InvalidInput(f"--protect-reads needs an API token (--api-token-file PATH, "
+                           f"${TOKEN_ENV} or [serve] api_token_file)", field="protect-reads")
+    return section, token
 
 
 # -- clock ------------------------------------------------------------------------------------

@@ -26,6 +26,10 @@ TOML layout (field names snake_case; the API takes them in camelCase as well)::
 
     [serve]
     pipelines = { demo = "streamprov.examples.demo:pipeline" }   # stream id -> import path
+    api_token_file = "api-token"   # needed to listen beyond loopback; see docs/reliability.md
+    protect_reads = false          # reads need the token too
+    max_record_bytes = 1048576     # also: max_body_bytes, max_records_per_request,
+    max_replay_window_s = 604800   #       limits answered with 413/400 naming the field
 
     [lineage]                      # OpenLineage events of replays and tuning jobs
     url = "http://marquez:5000/api/v1/lineage"                  # and/or
@@ -122,11 +126,34 @@ class Configuration(_Model):
         return counts
 
 
+MIB = 1 << 20
+WEEK_S = 7 * 24 * 3600
+
+
 class ServeSection(_Model):
+    """``streamprov serve``: pipelines it feeds, who may call it, how much one request may
+    carry."""
+
     pipelines: dict[str, str] = Field(
         default_factory=dict,
         description="Pipelines `streamprov serve` accepts records for: stream id -> import "
         "path (package.module:name).")
+    api_token_file: str | None = Field(
+        default=None, description="File holding the API token (relative to this file). "
+        "Required to listen on a non-loopback address; with it, every mutating request "
+        "needs `Authorization: Bearer <token>`.")
+    protect_reads: bool = Field(
+        default=False, description="Read endpoints need the token too (/healthz stays open).")
+    max_body_bytes: int = Field(
+        default=16 * MIB, ge=1024, le=1 << 31, description="Largest request body, bytes.")
+    max_record_bytes: int = Field(
+        default=MIB, ge=1, le=1 << 31, description="Largest ingested record (its JSON), bytes.")
+    max_records_per_request: int = Field(
+        default=100_000, ge=1, le=100_000_000, description="Most records one ingest request "
+        "may carry.")
+    max_replay_window_s: float = Field(
+        default=WEEK_S, gt=0, le=100 * 365 * 24 * 3600, allow_inf_nan=False,
+        description="Longest window (end - start) a replay or tuning job may ask for, seconds.")
 
 
 class StoreSection(_Model):

@@ -27,6 +27,10 @@ class InvalidInput(StreamprovError):
     """A value given by a user (flag, request field, config entry) is malformed or out of range."""
 
 
+class TooLarge(InvalidInput):
+    """Input over a configured size limit (bytes of a record, records in one request)."""
+
+
 class NotFound(StreamprovError):
     """A named thing (stream, record, pipeline, configuration) does not exist."""
 

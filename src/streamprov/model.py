@@ -19,7 +19,8 @@ from streamprov.errors import InvalidInput
 JSONValue = Any
 """A JSON-compatible value (dict, list, str, int, float, bool, None)."""
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""Ids, matched whole (``fullmatch``: a ``$`` would let a trailing newline through)."""
 
 
 class Outcome(enum.StrEnum):
@@ -110,7 +111,7 @@ class Record:
 
 def validate_id(value: str, field_name: str) -> str:
     """Check a stream, pipeline or configuration id: 1-128 of ``[A-Za-z0-9._-]``."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise InvalidInput(
             f"{field_name} {value!r} is not a valid id: use 1-128 characters of "
             "letters, digits, '.', '_' or '-', starting with a letter or digit",

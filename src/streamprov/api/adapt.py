@@ -16,7 +16,10 @@ from pydantic import Field
 from streamprov.adapt.search import ALGORITHMS
 from streamprov.adapt.service import AdaptationService
 from streamprov.adapt.tuning import MAX_BUDGET, TuneRequest, TuningService
+from streamprov.api import limits
 from streamprov.api.schemas import Body, Out, TimeValue
+from streamprov.config import ServeSection
+from streamprov.model import validate_id
 from streamprov.replay.engine import ReplayEngine
 
 
@@ -90,7 +93,7 @@ class ExpectationList(Out):
 
 
 def install(api: FastAPI, engine: ReplayEngine, adaptation: AdaptationService,
-            tuning: TuningService) -> None:
+            tuning: TuningService, serve: ServeSection) -> None:
     def sync() -> None:
         adaptation.sync_replays(lambda: engine.history())
 
@@ -106,6 +109,7 @@ def install(api: FastAPI, engine: ReplayEngine, adaptation: AdaptationService,
             configuration_id=body.configuration_id, nodes=body.nodes,
             node_types=body.node_types, batch_sizes=body.batch_sizes, repeats=body.repeats,
             seed=body.seed)
+        limits.check_window(req.start_ns, req.end_ns, serve)
         sync()
         doc = tuning.submit(req)
         location = f"/tune/{doc['tuneId']}"
@@ -115,12 +119,14 @@ def install(api: FastAPI, engine: ReplayEngine, adaptation: AdaptationService,
     @api.get("/tune/{tuneId}", response_model=TuneOut, tags=["adaptation"])
     def get_tune(tuneId: str) -> dict[str, Any]:
         """State, every evaluation so far, and the outcome when done."""
+        validate_id(tuneId, "tuneId")
         return tuning.get(tuneId)
 
     @api.delete("/tune/{tuneId}", status_code=202, response_model=TuneOut,
                 tags=["adaptation"])
     def delete_tune(tuneId: str) -> dict[str, Any]:
         """Cancel a running tuning job (the replay under way finishes first)."""
+        validate_id(tuneId, "tuneId")
         return tuning.cancel(tuneId)
 
     @api.get("/tune", tags=["adaptation"])

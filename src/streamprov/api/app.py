@@ -11,14 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import orjson
 from fastapi import FastAPI, Query, Request, Response
 from pydantic import ValidationError
 
 from streamprov.adapt.service import AdaptationService
 from streamprov.adapt.tuning import TuningService
 from streamprov.api import adapt as adapt_routes
-from streamprov.api import errors
+from streamprov.api import auth, errors, limits
 from streamprov.api import ui as ui_routes
 from streamprov.api.schemas import (
     CatalogOut,
@@ -43,7 +42,7 @@ from streamprov.app import (
     provenance_page,
     streams_overview,
 )
-from streamprov.config import Catalog, Configuration, NodeType, validation_error
+from streamprov.config import Catalog, Configuration, NodeType, ServeSection, validation_error
 from streamprov.errors import InvalidInput, NotFound
 from streamprov.model import parse_time_ns, validate_id
 from streamprov.observe.propagation import ingest_traced, parse_traceparent
@@ -51,15 +50,12 @@ from streamprov.replay.engine import ReplayEngine
 from streamprov.replay.request import ReplayRequest
 from streamprov.runtime import load_pipeline
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
-"""Largest request body (an ingest of NDJSON is the big one)."""
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text} for code, text in (
         (400, "Invalid input; `error.field` names it."),
         (404, "Unknown stream, record, replay or configuration."),
         (409, "Conflicting state (the replay or tuning job already finished, say)."),
-        (413, "Body too large."),
+        (413, "Body too large, or more records or bigger ones than the limits allow."),
         (422, "Request body or parameters do not match the schema."),
         (429, "Too many concurrent replays or tuning jobs; see Retry-After."),
         (503, "Stores busy (an embedded store admits one process at a time); see Retry-After."),
@@ -78,12 +74,17 @@ def _time_param(value: str | None, name: str, default: int) -> int:
 def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
                served: dict[str, str] | None = None,
                adaptation: AdaptationService | None = None,
-               tuning: TuningService | None = None, auto_tune: bool = False) -> FastAPI:
+               tuning: TuningService | None = None, auto_tune: bool = False,
+               serve: ServeSection | None = None, api_token: str | None = None) -> FastAPI:
     """The ASGI app. ``served`` maps stream ids to pipeline import paths that
     ``POST /streams/{streamId}/records`` feeds (default: the catalog's ``[serve]`` section).
     ``adaptation`` and ``tuning`` default to services over ``application``'s data dir;
-    ``auto_tune``: a deviation trigger after a replay starts a tuning job (and applies it)."""
-    pipelines = dict(served if served is not None else catalog.serve.pipelines)
+    ``auto_tune``: a deviation trigger after a replay starts a tuning job (and applies it).
+    ``serve``: limits and ``protect_reads`` (default: the catalog's ``[serve]`` section);
+    ``api_token``: requests that change something (and reads, with ``protect_reads``) must
+    carry it (``streamprov.api.auth``)."""
+    serve = serve or catalog.serve
+    pipelines = dict(served if served is not None else serve.pipelines)
     adaptation = adaptation or adaptation_service(application, catalog)
     tuning = tuning or TuningService(application, catalog, adaptation)
     if auto_tune:
@@ -105,8 +106,21 @@ def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
         responses=_ERRORS,
     )
     errors.install(api)
-    api.add_middleware(errors.BodyLimit, max_bytes=MAX_BODY_BYTES)
-    adapt_routes.install(api, engine, adaptation, tuning)
+    api.add_middleware(errors.BodyLimit, max_bytes=serve.max_body_bytes)
+    if api_token is not None:  # added last: runs first, before a body is read
+        api.add_middleware(auth.BearerAuth, token=api_token, protect_reads=serve.protect_reads)
+    build_openapi = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            doc = errors.document(build_openapi())
+            if api_token is not None:
+                doc = auth.document(doc, serve.protect_reads)
+            api.openapi_schema = doc
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+    adapt_routes.install(api, engine, adaptation, tuning, serve)
     ui_routes.install(api, application, engine, tuning, adaptation)
 
     # -- health, streams, provenance ---------------------------------------------------------
@@ -133,7 +147,7 @@ def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
         """A record's provenance chain: `provenance: [{nodeId, timestamp}]`, one hop per node
         (further branches of a flat_map under `branches`)."""
         stream_id = streamId
-        record_id = _int_param(recordId, "recordId")
+        record_id = _record_id(recordId)
         validate_id(stream_id, "streamId")
         if replayId:
             validate_id(replayId, "replayId")
@@ -191,8 +205,8 @@ def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
                            "[serve] pipelines in streamprov.toml", field="streamId")
         header = request.headers.get("traceparent")
         parent = parse_traceparent(header) if header is not None else None
-        payloads = _parse_records(await request.body(),
-                                  request.headers.get("content-type", ""))
+        payloads = limits.parse_records(await request.body(),
+                                        request.headers.get("content-type", ""), serve)
         pipeline = load_pipeline(ref)
         from starlette.concurrency import run_in_threadpool
 
@@ -230,6 +244,7 @@ def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
                           response: Response) -> dict[str, Any]:
         """Create or replace a configuration (kept in the data dir across restarts)."""
         cid = configurationId
+        validate_id(cid, "configurationId")
         try:
             cfg = Configuration.model_validate(body.model_dump())
         except ValidationError as exc:
@@ -242,7 +257,11 @@ def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
              responses={201: {"model": NodeTypeBody}})
     def put_node_type(name: str, body: NodeTypeBody, response: Response) -> dict[str, Any]:
         """Create or replace a node type."""
-        nt = NodeType.model_validate(body.model_dump())
+        validate_id(name, "name")
+        try:
+            nt = NodeType.model_validate(body.model_dump())
+        except ValidationError as exc:
+            raise validation_error(exc) from exc
         if catalog.put_node_type(name, nt):
             response.status_code = 201
         return nt.model_dump(by_alias=True)
@@ -254,6 +273,7 @@ def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
         the `Location` for state, progress and the report."""
         req = ReplayRequest.parse(body.stream_id, body.start_time, body.end_time,
                                   body.configuration_id, body.replay_speed, body.sink.value)
+        limits.check_window(req.start_ns, req.end_ns, serve)
         doc = engine.submit(req)
         location = f"/replay/{doc['replayId']}"
         response.headers["Location"] = location
@@ -263,18 +283,22 @@ def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
     def get_replay(replayId: str) -> dict[str, Any]:
         """State (pending, provisioning, running, completed, failed, cancelled), progress, and
         the report when done."""
+        validate_id(replayId, "replayId")
         return engine.get(replayId)
 
     @api.delete("/replay/{replayId}", status_code=202, response_model=ReplayOut,
                 tags=["replay"])
     def delete_replay(replayId: str) -> dict[str, Any]:
         """Cancel a running replay (records already injected are drained and measured)."""
+        validate_id(replayId, "replayId")
         return engine.cancel(replayId)
 
     @api.put("/replay/{replayId}/configuration", status_code=202, response_model=ReplayOut,
              tags=["replay"])
     def rescale_replay(replayId: str, body: RescaleBody) -> dict[str, Any]:
         """Scale a running replay to another configuration's node counts (nothing is lost)."""
+        validate_id(replayId, "replayId")
+        validate_id(body.configuration_id, "configurationId")
         return engine.reconfigure(replayId, body.configuration_id)
 
     @api.get("/replays", response_model=ReplayList, tags=["replay"])
@@ -285,28 +309,13 @@ def create_app(application: App, catalog: Catalog, engine: ReplayEngine, *,
     return api
 
 
-def _int_param(value: str, name: str) -> int:
+def _record_id(value: str) -> int:
     try:
-        return int(value)
+        record_id = int(value)
     except ValueError:
-        raise InvalidInput(f"{name} must be an integer, got {value!r}", field=name) from None
+        raise InvalidInput(f"recordId must be an integer, got {value!r}",
+                           field="recordId") from None
+    if not 0 <= record_id < 2**63:
+        raise InvalidInput(f"recordId must be 0..2^63-1, got {value!r}", field="recordId")
+    return record_id
 
-
-def _parse_records(body: bytes, content_type: str) -> list[Any]:
-    """JSON (a value or an array of values) or NDJSON; errors name the body and line."""
-    if "ndjson" in content_type or "jsonl" in content_type:
-        out = []
-        for lineno, line in enumerate(body.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                out.append(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                raise InvalidInput(f"body line {lineno}: invalid JSON: {exc}",
-                                   field="body") from None
-        return out
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"body: invalid JSON: {exc}", field="body") from None
-    return doc if isinstance(doc, list) else [doc]

@@ -22,6 +22,7 @@ from streamprov.errors import (
     PipelineError,
     StoreError,
     StreamprovError,
+    TooLarge,
 )
 from streamprov.replay.errors import ReplayBusy, ReplayConflict, StoreBusy
 
@@ -48,6 +49,8 @@ def status_of(exc: StreamprovError) -> tuple[int, dict[str, str]]:
         return 409, {}
     if isinstance(exc, StoreError):
         return 503, {"Retry-After": "5"}
+    if isinstance(exc, TooLarge):
+        return 413, {}
     if isinstance(exc, InvalidInput):
         return 400, {}
     return 400, {}
@@ -91,6 +94,20 @@ def install(app: FastAPI) -> None:
         log.exception("unexpected error in %s %s", request.method, request.url.path)
         return error_response(500, "InternalError",
                               f"unexpected {type(exc).__name__}; see the server log", None)
+
+
+def document(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (an OpenAPI document) with every error answer as what it is: JSON ``ErrorBody``
+    (FastAPI gives an HTML or text route's errors that route's media type)."""
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, response in operation.get("responses", {}).items():
+                if str(status)[0] in "45":
+                    response["content"] = dict(error)
+    return doc
 
 
 class BodyLimit:

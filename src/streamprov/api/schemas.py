@@ -15,8 +15,10 @@ TimeValue = int | str
 
 
 class Body(BaseModel):
+    """A request body. Strict: ``true`` is not a count and ``"5"`` is not a number (422)."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True,
-                              extra="forbid")
+                              extra="forbid", strict=True)
 
 
 class Out(BaseModel):
@@ -127,7 +129,8 @@ class ReplayBody(Body):
     replay_speed: float = Field(
         1.0, description=f"Multiplier of the original pace (1.0 real time, 2.0 twice as fast); "
         f"0 < speed <= {MAX_SPEED:g}.")
-    sink: OutputSink = Field(OutputSink.NULL, description="Where replayed records go.")
+    sink: OutputSink = Field(OutputSink.NULL, strict=False,  # from JSON: a string
+                             description="Where replayed records go.")
 
 
 class RescaleBody(Body):
