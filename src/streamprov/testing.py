@@ -49,3 +49,37 @@ def explode(payload: dict[str, Any]) -> list[dict[str, Any]]:
 
 def user_key(payload: dict[str, Any]) -> Any:
     return payload["user"]
+
+
+def kill_nodes(deployment: Any, kills: int, *, seed: int = 0, progress: int = 500,
+               killed: list[str] | None = None) -> list[str]:
+    """Fault injection: SIGKILL a random node process of ``deployment`` ``kills`` times, each
+    once ``progress`` more records were ingested after the previous restart, at a random
+    moment within 0.3 s. Returns (and appends to ``killed``) the roles killed, in order."""
+    import os
+    import random
+    import signal
+    import time
+
+    rng = random.Random(seed)
+    done = killed if killed is not None else []
+    for k in range(kills):
+        mark = deployment.ingested()
+        deadline = time.monotonic() + 60
+        while deployment.ingested() < mark + progress and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
+        pids = deployment.pids()
+        if not pids or deployment.finished:
+            break
+        role = rng.choice(sorted(pids))
+        try:
+            os.kill(pids[role], signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        done.append(role)
+        deadline = time.monotonic() + 60
+        while (len(deployment.recoveries) <= k and time.monotonic() < deadline
+               and not deployment.finished):
+            time.sleep(0.02)
+    return done

@@ -15,7 +15,7 @@ import pytest
 from streamprov.errors import PipelineError
 from streamprov.runtime import CaptureSink, Pipeline, SyntheticSource
 from streamprov.runtime.batch import Batch, HopColumn
-from streamprov.testing import identity
+from streamprov.testing import ScriptedSource, identity
 from tests.runtime.conftest import RunnerFactory
 from tests.runtime.test_local import assert_complete, urls
 
@@ -85,7 +85,7 @@ def test_node_ids_name_the_ray_node_and_chains_are_complete(tmp_path: Path,
                                                  "writer"}
 
 
-def test_killed_actor_fails_the_deployment_naming_it(tmp_path: Path,
+def test_killed_actor_is_replaced_while_nobody_waits(tmp_path: Path,
                                                      ray_runner: RunnerFactory) -> None:
     import ray
 
@@ -94,10 +94,30 @@ def test_killed_actor_fails_the_deployment_naming_it(tmp_path: Path,
     while dep.ingested() < 500 and time.monotonic() < deadline:
         time.sleep(0.05)
     ray.kill(dep.node_actor("a", 0), no_restart=True)
-    started = time.monotonic()
-    with pytest.raises(PipelineError, match=r"kill/a/0 died"):
-        dep.wait(30)
-    assert time.monotonic() - started < 15
+    deadline = time.monotonic() + 60
+    while not dep.recoveries and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r.node for r in dep.recoveries] == ["kill/a/0"]
+    mark = dep.ingested()
+    while dep.ingested() < mark + 500 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result = dep.stop()
+    assert result.ingested > mark
+    assert_complete(tmp_path, "kill", result, 3)
+    assert dep.pids() == {}
+
+
+def test_killed_actor_fails_the_deployment_when_its_source_cannot_resume(
+    tmp_path: Path, ray_runner: RunnerFactory
+) -> None:
+    import ray
+
+    p = Pipeline("once", source=ScriptedSource(tuple({"i": i} for i in range(200_000))))
+    p.map("a", identity).sink(CaptureSink())
+    dep = ray_runner(batch_size=50).start(p, **urls(tmp_path))
+    ray.kill(dep.node_actor("a", 0), no_restart=True)
+    with pytest.raises(PipelineError, match=r"once/a/0 died.*not restarting"):
+        dep.wait(60)
     assert dep.pids() == {}
 
 

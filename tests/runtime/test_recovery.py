@@ -4,14 +4,11 @@ real processes and real DuckDB files; and the recovery helpers against the store
 from __future__ import annotations
 
 import os
-import random
 import signal
 import threading
-import time
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow.ipc as ipc
@@ -21,50 +18,33 @@ from streamprov.errors import PipelineError
 from streamprov.examples.demo import build
 from streamprov.model import Outcome
 from streamprov.runtime import CaptureSink, LocalRunner, Pipeline
+from streamprov.runtime.local import Deployment as LocalDeployment
 from streamprov.runtime.recovery import find_unfinished, logged_per_source, write_redrive_file
 from streamprov.store import open_provenance_store, open_stream_log
-from streamprov.testing import ScriptedSource, identity
+from streamprov.testing import ScriptedSource, identity, kill_nodes
+from tests.runtime.conftest import RunnerFactory
 from tests.runtime.test_local import all_chains, logged_ids, urls
 from tests.store.chains import chain, log_rows, rows
 
 
-def _kill_repeatedly(dep: Any, kills: int, seed: int, done: list[str]) -> None:
-    """SIGKILL a random node process ``kills`` times, each after the previous restart and
-    some fresh progress, at a random moment."""
-    rng = random.Random(seed)
-    for k in range(kills):
-        mark = dep.ingested()
-        deadline = time.monotonic() + 30
-        while dep.ingested() < mark + 500 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.3))
-        pids = dep.pids()
-        if not pids or dep.finished:
-            return
-        role = rng.choice(sorted(pids))
-        try:
-            os.kill(pids[role], signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-        done.append(role)
-        deadline = time.monotonic() + 60
-        while len(dep.recoveries) <= k and time.monotonic() < deadline and not dep.finished:
-            time.sleep(0.02)
-
-
-def test_random_kills_lose_nothing_and_count_duplicates(tmp_path: Path) -> None:
+def test_random_kills_lose_nothing_and_count_duplicates(
+    tmp_path: Path, runner: RunnerFactory
+) -> None:
     records = 16_000
     pipeline = build(records=records, sources=2, rate=2_500, seed=7).with_sink(CaptureSink())
-    dep = LocalRunner(batch_size=200).start(pipeline, **urls(tmp_path))
+    dep = runner(batch_size=200).start(pipeline, **urls(tmp_path))
     killed: list[str] = []
-    killer = threading.Thread(target=_kill_repeatedly, args=(dep, 4, 3, killed))
+    kills = 4 if isinstance(dep, LocalDeployment) else 2
+    killer = threading.Thread(target=kill_nodes, args=(dep, kills),
+                              kwargs={"seed": 3, "killed": killed})
     killer.start()
     result = dep.wait(300)
     killer.join()
 
-    assert len(killed) >= 3, killed
+    assert len(killed) >= kills - 1, killed
     assert len(result.recoveries) == len(killed)
-    assert [r.node for r in result.recoveries] == killed
+    if isinstance(dep, LocalDeployment):
+        assert [r.node for r in result.recoveries] == killed
     # the sources resumed exactly where the log ended: every id once, none skipped
     assert logged_ids(tmp_path, "demo") == set(range(records))
     assert result.ingested == records

@@ -7,8 +7,10 @@ records itself; it only watches events (ready, done, error) and collects capture
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
+import os
 import shutil
 import tempfile
 import threading
@@ -25,12 +27,18 @@ from streamprov.model import Outcome, validate_id
 from streamprov.runtime import worker
 from streamprov.runtime.base import next_record_base
 from streamprov.runtime.pipeline import Pipeline
-from streamprov.runtime.recovery import find_unfinished, logged_per_source, write_redrive_file
+from streamprov.runtime.recovery import (
+    count_from_stores,
+    find_unfinished,
+    logged_per_source,
+    write_redrive_file,
+)
 from streamprov.runtime.sinks import is_capture
 from streamprov.runtime.sources import resume_reader
 from streamprov.runtime.worker import DRAIN, RING, ClockFactory, Wiring, system_clock
 
 _READY_TIMEOUT_S = 60.0
+_SAVE_WRITER_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +249,7 @@ class Deployment:
         qsize = runner.queue_batches
         self._procs = {}
         self._ready = {}
+        self._errors = []  # (a killed epoch's are moot)
         self._events: Any = ctx.Queue()
         # a SimpleQueue writes synchronously: once a sink's put returns, the records are out
         # of the process, before their chains are sent (at least once across a crash)
@@ -320,10 +329,11 @@ class Deployment:
         self._attempts += 1
         started = time.perf_counter()
         at_ns = time.time_ns()
-        self._kill_all()
+        self._kill_all(but=self._writer)
+        self._save_writer()
         self._abandon_epoch()
         unfinished = find_unfinished(self._urls[1], self._urls[0], self.stream_id,
-                                     from_record=self._from_record)
+                                     from_record=self._from_record, wait_s=10.0)
         skip = logged_per_source(unfinished.logged, self.record_base, self.pipeline.sources)
         redrive: Path | None = None
         if len(unfinished.orphans):
@@ -507,12 +517,25 @@ class Deployment:
             while not all(e.done for e in entries) and time.monotonic() < wait_until:
                 self._cond.wait(0.05)
 
-    def _kill_all(self) -> None:
+    def _kill_all(self, but: _Proc | None = None) -> None:
         for entry in self._procs.values():
-            if entry.process.is_alive():
+            if entry.process.is_alive() and entry is not but:
                 entry.process.kill()
         for entry in self._procs.values():
-            entry.process.join(5)
+            if entry is not but:
+                entry.process.join(5)
+
+    def _save_writer(self) -> None:
+        """Have a surviving writer store the chains it holds before it goes (fewer records
+        to re-drive, fewer outputs repeated); kill it if it cannot within a few seconds."""
+        proc = self._writer.process
+        if proc.is_alive() and proc.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, worker.FLUSH_NOW)
+            proc.join(_SAVE_WRITER_S)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
 
     def _tokens_of(self, index: int) -> frozenset[int]:
         """Producer tokens feeding stage ``index``."""
@@ -680,34 +703,10 @@ class Deployment:
             warnings=list(self.warnings),
         )
         if self.recoveries:
-            self._count_from_stores(result)
+            count_from_stores(result, self._urls[1], self._urls[0],
+                              record_base=self.record_base,
+                              captured=self.captured if self._with_capture else None)
         return result
-
-    def _count_from_stores(self, result: RunResult) -> None:
-        """After a restart the killed processes' counts are gone; the stores know."""
-        from streamprov.store import open_provenance_store, open_stream_log
-
-        log = open_stream_log(self._urls[1])
-        try:
-            result.ingested = self.recovered + len(
-                log.record_ids(self.stream_id, from_record=self.record_base))
-        finally:
-            log.close()
-        store = open_provenance_store(self._urls[0])
-        try:
-            counts = result.own_outcomes(
-                store.outcome_counts(self.stream_id, from_record=self._from_record))
-        finally:
-            store.close()
-        result.delivered = counts[Outcome.DELIVERED]
-        result.dropped = counts[Outcome.DROPPED]
-        result.failed = counts[Outcome.FAILED]
-        result.chains_written = sum(counts.values())
-        if self._with_capture:
-            outputs = {(r["recordId"], r.get("branch", 0)) for r in self.captured}
-            result.duplicated_outputs = len(self.captured) - len(outputs)
-        else:
-            result.duplicated_outputs = None
 
     def __enter__(self) -> Deployment:
         return self

@@ -24,20 +24,31 @@ stream log are not re-driven yet: rerun the window with a replay.
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from streamprov.errors import InvalidInput, PipelineError, StreamprovError
 from streamprov.model import validate_id
 from streamprov.runtime.base import next_record_base
-from streamprov.runtime.local import RunResult, ScaleStep
+from streamprov.runtime.local import Recovery, RunResult, ScaleStep
 from streamprov.runtime.pipeline import Pipeline
+from streamprov.runtime.recovery import (
+    count_from_stores,
+    find_unfinished,
+    logged_per_source,
+    write_redrive_file,
+)
 from streamprov.runtime.sinks import is_capture
-from streamprov.runtime.sources import JsonLinesSource
+from streamprov.runtime.sources import JsonLinesSource, resume_reader
 from streamprov.runtime.worker import ClockFactory, system_clock
 
 INSTALL_HINT = "the Ray runner needs the ray extra: pip install 'streamprov[ray]'"
@@ -123,7 +134,7 @@ class RayRunner:
     def __init__(self, *, batch_size: int = 1024, queue_batches: int = 8,
                  num_cpus: float = 1.0, memory_bytes: int | None = None,
                  cluster: ClusterOptions | None = None, autoscale: bool = False,
-                 placement_timeout_s: float = 60.0) -> None:
+                 placement_timeout_s: float = 60.0, max_restarts: int = 10) -> None:
         if batch_size < 1:
             raise InvalidInput("batch size must be at least 1", field="batchSize")
         if queue_batches < 1:
@@ -139,6 +150,7 @@ class RayRunner:
         self.cluster = cluster or ClusterOptions()
         self.autoscale = autoscale
         self.placement_timeout_s = placement_timeout_s
+        self.max_restarts = max_restarts
 
     def start(
         self,
@@ -200,7 +212,14 @@ class RayRunner:
 
 
 class RayDeployment:
-    """A pipeline running on Ray: the same interface as ``local.Deployment``."""
+    """A pipeline running on Ray: the same interface as ``local.Deployment``.
+
+    An actor that dies (killed, its process or machine lost) restarts the deployment as on
+    the local runner: every actor of the epoch is killed, the stores say which logged records
+    have no chain, and a new epoch re-drives them while resumable sources go on after what
+    they had logged. Deaths surface through the calls that reach the dead actor, so they are
+    noticed while pushes flow, or at the latest by ``wait``/``stop``.
+    """
 
     def __init__(self, runner: RayRunner, ray: ModuleType, pipeline: Pipeline,
                  stream_id: str, replay_id: str, record_base: int, log_ingest: bool,
@@ -217,11 +236,22 @@ class RayDeployment:
         self.replay_id = replay_id
         self.captured: list[dict[str, Any]] = []
         self.scaling: list[ScaleStep] = []
+        self.recoveries: list[Recovery] = []
+        self.warnings: list[str] = []
         self._lock = threading.RLock()
         self._finished: RunResult | None = None
         self._retired: list[_Actor] = []
         self._source_refs: list[Any] = []
+        self._redrive_ref: Any = None
         self._killed = False
+        self._ingested_before = 0
+        self._stopping = False
+        self._fatal: BaseException | None = None
+        self._epoch = 0
+        self._attempts = 0
+        self._scratch: Path | None = None
+        self._urls = (provenance_url, stream_log_url)
+        self._counts = [s.parallelism for s in pipeline.stages]
         direct = provenance_url.startswith(("postgresql:", "postgres:"))
         self.wiring = ra.RayWiring(
             pipeline=pipeline, stream_id=stream_id, replay_id=replay_id,
@@ -230,13 +260,26 @@ class RayDeployment:
             record_base=record_base, log_ingest=log_ingest, clock_factory=clock_factory,
             direct_chains=direct)
         here = ray.get_runtime_context().get_node_id()
+        self._here = here
         strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(here, soft=False)
         # the driver's machine: local files (input, DuckDB, replay windows) live there
         self._local_opts: dict[str, Any] = {"num_cpus": 0, "scheduling_strategy": strategy}
         self._remote = {name: ray.remote(cls) for name, cls in (
             ("hub", ra.Hub), ("source", ra.SourceNode), ("ingest", ra.IngestNode),
             ("stage", ra.StageNode), ("writer", ra.ChainWriter))}
-        self._stages: list[dict[int, _Actor]] = [{} for _ in pipeline.stages]
+        self._with_capture = is_capture([s.sink for s in pipeline.stages])
+        self._start_epoch()
+        self._started = time.perf_counter()
+        self.started_ns = time.time_ns()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                            name="streamprov-ray-supervisor")
+        self._supervisor.start()
+
+    def _start_epoch(self) -> None:
+        """Create every actor of the current wiring and set the sources going."""
+        ray = self._ray
+        self._killed = False
+        self._stages: list[dict[int, _Actor]] = [{} for _ in self.pipeline.stages]
         self._sources: list[_Actor] = []
         self._hub = self._remote["hub"].options(max_concurrency=4, **self._local_opts).remote()
         self._capture_stop = threading.Event()
@@ -246,13 +289,106 @@ class RayDeployment:
         except BaseException:
             self._kill_all()
             raise
-        if is_capture([s.sink for s in pipeline.stages]):
+        if self._with_capture:
             self._capture_thread = threading.Thread(target=self._pump_capture, daemon=True,
                                                     name="streamprov-ray-capture")
             self._capture_thread.start()
-        self._started = time.perf_counter()
-        self.started_ns = time.time_ns()
-        self._source_refs = [s.handle.run.remote() for s in self._sources]
+        # records a crash left unfinished go first: Ray runs one caller's calls to an actor
+        # in order, and the sources only start pushing after this call was made
+        self._redrive_ref = (self._ingest.handle.redrive.remote()
+                             if self.wiring.redrive_path else None)
+        self._source_refs = [a.handle.run.remote() for a in self._sources]
+        del ray
+
+    # -- restarts after an actor died ---------------------------------------------------
+    def _why_not_restart(self) -> str | None:
+        if self.replay_id or not self.wiring.log_ingest:
+            return "a replay is not restarted (run it again)"
+        if resume_reader(self.pipeline.source) is None:
+            return "its source cannot be read again from a position"
+        if self._attempts >= self.runner.max_restarts:
+            return f"it already restarted {self.runner.max_restarts} times"
+        return None
+
+    def _restart(self, died: PipelineError) -> None:
+        why_not = self._why_not_restart()
+        if why_not is not None:
+            raise PipelineError(f"{died}; not restarting: {why_not}") from None
+        self._attempts += 1
+        started = time.perf_counter()
+        at_ns = time.time_ns()
+        with contextlib.suppress(Exception):  # what the sinks had handed over
+            self.captured.extend(self._ray.get(self._hub.take_captured.remote(), timeout=5))
+        if self._writer is not None:  # a surviving writer stores the chains it holds
+            with contextlib.suppress(Exception):
+                self._ray.get(self._writer.handle.finish.remote(), timeout=5)
+        self._kill_all()
+        if self._capture_thread is not None:
+            self._capture_thread.join(10)
+        provenance_url, stream_log_url = self._urls
+        # an embedded store's file stays locked until the killed actor's process is gone
+        unfinished = find_unfinished(stream_log_url, provenance_url, self.stream_id,
+                                     from_record=self._record_base, wait_s=30.0)
+        skip = logged_per_source(unfinished.logged, self._record_base, self.pipeline.sources)
+        redrive: str | None = None
+        if len(unfinished.orphans):
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="streamprov-redrive-"))
+            path = self._scratch / f"epoch-{self._epoch + 1}.arrow"
+            write_redrive_file(path, stream_log_url, self.stream_id, unfinished.orphans,
+                               self._origin_nodes)
+            redrive = str(path)
+        self._epoch += 1
+        self._retired = []
+        self._ingested_before = int(np.count_nonzero(unfinished.logged >= self._record_base))
+        self.wiring = replace(self.wiring, epoch=self._epoch, source_skip=skip,
+                              redrive_path=redrive)
+        self._start_epoch()
+        dead = re.findall(r"node (\S+) died", str(died))
+        self.recoveries.append(Recovery(dead[-1] if dead else str(died), 0, at_ns,
+                                        len(unfinished.orphans),
+                                        time.perf_counter() - started))
+
+    def _origin_nodes(self, ids: Any) -> list[str]:
+        k = ((ids - self._record_base) % self.pipeline.sources).tolist()
+        suffix = "@" + self._here[:8]  # sources run on the driver's machine
+        names = [self.wiring.node_id("source", i, suffix) for i in range(self.pipeline.sources)]
+        return [names[i] for i in k]
+
+    def _recovering(self, died: PipelineError) -> None:
+        """Restart after ``died``, again if an actor dies while the new epoch starts."""
+        while True:
+            try:
+                self._restart(died)
+                return
+            except self._ra.NodeDied as again:
+                died = again
+
+    def _supervise(self) -> None:
+        """Notice a failed source call (an actor down its path died) while nobody waits."""
+        ray = self._ray
+        while self._finished is None and self._fatal is None:
+            time.sleep(0.2)
+            if not self._lock.acquire(timeout=0.1):
+                continue  # wait, stop or scale holds it and handles deaths itself
+            try:
+                if self._finished is not None or self._killed or not self._source_refs:
+                    continue
+                done, _ = ray.wait(self._source_refs, num_returns=len(self._source_refs),
+                                   timeout=0)
+                for ref in done:
+                    try:
+                        self._ra.settle(ref, "source")
+                    except self._ra.NodeDied as died:
+                        self._recovering(died)
+                        break
+                    except Exception:
+                        continue  # an operator's or store's failure: wait/stop reports it
+            except BaseException as exc:  # could not restart: wait/stop raises it
+                self._fatal = exc
+                self._kill_all()
+            finally:
+                self._lock.release()
 
     # -- actors -------------------------------------------------------------------------
     def _new_stage(self, index: int, slot: int) -> _Actor:
@@ -292,7 +428,7 @@ class RayDeployment:
             first.append(self._writer)
         created: list[_Actor] = []
         for index in reversed(range(len(p.stages))):
-            for slot in range(p.stages[index].parallelism):
+            for slot in range(self._counts[index]):
                 actor = self._new_stage(index, slot)
                 self._stages[index][slot] = actor
                 created.append(actor)
@@ -340,33 +476,33 @@ class RayDeployment:
 
     # -- public API -------------------------------------------------------------------
     def pids(self) -> dict[str, int]:
-        """Process id of every node actor on this machine that is up, by role."""
+        """Process id of every node actor on this machine that is up, by role (a snapshot
+        taken without the deployment's lock: ``wait`` holds it for the whole run)."""
         ray = self._ray
-        with self._lock:
-            here = ray.get_runtime_context().get_node_id()
-            out: dict[str, int] = {}
-            if self._killed:
-                return out
-            for a in self._all_actors():
-                if a.role == "hub" or a.ray_node != here or not a.pid:
-                    continue
-                if a.role.startswith("source-"):
-                    k = int(a.role.split("-")[1])
-                    if self._finished is not None or (
-                            k < len(self._source_refs)
-                            and ray.wait([self._source_refs[k]], timeout=0)[0]):
-                        continue
-                out[a.role] = a.pid
+        here = self._here
+        out: dict[str, int] = {}
+        if self._killed or self._finished is not None:
             return out
+        refs = list(self._source_refs)
+        for a in self._all_actors():
+            if a.role == "hub" or a.ray_node != here or not a.pid:
+                continue
+            if a.role.startswith("source-"):
+                k = int(a.role.split("-")[1])
+                if k < len(refs) and ray.wait([refs[k]], timeout=0)[0]:
+                    continue
+            out[a.role] = a.pid
+        return out
 
     def ingested(self) -> int:
         """Records appended to the stream log so far (updated a few times a second)."""
         if self._finished is not None:
             return self._finished.ingested
         try:
-            return int(self._ray.get(self._hub.ingested.remote(), timeout=5))
+            return self._ingested_before + int(
+                self._ray.get(self._hub.ingested.remote(), timeout=5))
         except Exception:
-            return 0
+            return self._ingested_before
 
     @property
     def finished(self) -> bool:
@@ -399,6 +535,8 @@ class RayDeployment:
         with self._lock:
             if self._finished is not None:
                 raise PipelineError("the deployment has already finished")
+            if self._fatal is not None:
+                raise self._fatal
             started = time.perf_counter()
             started_ns = time.time_ns()
             current = self._stages[index]
@@ -438,10 +576,14 @@ class RayDeployment:
                         a.stats = ra.settle(ref, a.role)
                         self._retired.append(a)
                         self._ray.kill(a.handle, no_restart=True)
+            except ra.NodeDied as died:  # the restart brings the new parallelism up
+                self._counts[index] = n
+                self._recovering(died)
             except StreamprovError:
                 raise
             except Exception as exc:
                 raise PipelineError(f"scaling {stage!r}: {exc}") from None
+            self._counts[index] = n
             step = ScaleStep(stage, before, n, started_ns, time.perf_counter() - started)
             self.scaling.append(step)
             return step
@@ -455,39 +597,55 @@ class RayDeployment:
         return self._finish(stop=True, timeout_s=timeout_s)
 
     def _finish(self, *, stop: bool, timeout_s: float | None) -> RunResult:
-        ray = self._ray
-        ra = self._ra
         with self._lock:
             if self._finished is not None:
                 return self._finished
+            self._stopping = self._stopping or stop
             try:
-                if stop:
-                    ray.get(self._hub.set_stop.remote())
-                _, pending = ray.wait(self._source_refs, num_returns=len(self._source_refs),
-                                          timeout=timeout_s)
-                for a, ref in zip(self._sources, self._source_refs, strict=True):
-                    if ref in pending:
-                        raise PipelineError(f"{a.role} did not finish within {timeout_s}s")
-                    a.stats = ra.settle(ref, f"source {a.role}")
-                self._ingest.stats = ra.settle(self._ingest.handle.finish.remote(), "ingest")
-                for stage in self._stages:
-                    actors = list(stage.values())
-                    refs = [a.handle.finish.remote() for a in actors]
-                    for a, ref in zip(actors, refs, strict=True):
-                        a.stats = ra.settle(ref, a.role)
-                if self._writer is not None:
-                    self._writer.stats = ra.settle(self._writer.handle.finish.remote(),
-                                                   "provenance writer")
-                self._capture_stop.set()
-                if self._capture_thread is not None:
-                    self._capture_thread.join(10)
-                self.captured.extend(ray.get(self._hub.take_captured.remote()))
+                if self._fatal is not None:
+                    raise self._fatal
+                while True:
+                    try:
+                        self._drain_epoch(timeout_s)
+                        break
+                    except self._ra.NodeDied as died:
+                        self._recovering(died)
             except BaseException:
                 self._kill_all()
                 raise
+            finally:
+                if self._scratch is not None:
+                    shutil.rmtree(self._scratch, ignore_errors=True)
             self._finished = self._result()
             self._kill_all()
             return self._finished
+
+    def _drain_epoch(self, timeout_s: float | None) -> None:
+        ray = self._ray
+        ra = self._ra
+        if self._stopping:
+            ray.get(self._hub.set_stop.remote())
+        _, pending = ray.wait(self._source_refs, num_returns=len(self._source_refs),
+                              timeout=timeout_s)
+        for a, ref in zip(self._sources, self._source_refs, strict=True):
+            if ref in pending:
+                raise PipelineError(f"{a.role} did not finish within {timeout_s}s")
+            a.stats = ra.settle(ref, f"source {a.role}")
+        if self._redrive_ref is not None:
+            ra.settle(self._redrive_ref, "ingest")
+        self._ingest.stats = ra.settle(self._ingest.handle.finish.remote(), "ingest")
+        for stage in self._stages:
+            actors = list(stage.values())
+            refs = [a.handle.finish.remote() for a in actors]
+            for a, ref in zip(actors, refs, strict=True):
+                a.stats = ra.settle(ref, a.role)
+        if self._writer is not None:
+            self._writer.stats = ra.settle(self._writer.handle.finish.remote(),
+                                           "provenance writer")
+        self._capture_stop.set()
+        if self._capture_thread is not None:
+            self._capture_thread.join(10)
+        self.captured.extend(ray.get(self._hub.take_captured.remote()))
 
     def _result(self) -> RunResult:
         stages = [a for st in self._stages for a in st.values()] + self._retired
@@ -503,7 +661,7 @@ class RayDeployment:
         else:
             chains = sum(a.stats.get("chainsWritten", 0) for a in direct)
             rows = sum(a.stats.get("rowsWritten", 0) for a in direct)
-        return RunResult(
+        result = RunResult(
             stream_id=self.stream_id,
             replay_id=self.replay_id,
             duration_s=time.perf_counter() - self._started,
@@ -517,7 +675,15 @@ class RayDeployment:
             nodes=nodes,
             scaling=list(self.scaling),
             from_record=0 if self.replay_id else self._record_base,
+            recoveries=list(self.recoveries),
+            duplicated_outputs=0,
         )
+        if self.recoveries:
+            provenance_url, stream_log_url = self._urls
+            count_from_stores(result, stream_log_url, provenance_url,
+                              record_base=self._record_base,
+                              captured=self.captured if self._with_capture else None)
+        return result
 
     def __enter__(self) -> RayDeployment:
         return self

@@ -58,7 +58,12 @@ def settle(ref: Any, dest: str) -> Any:
         raise PipelineError(f"{dest}: {error_text(cause)}") from None
     except ray.exceptions.RayActorError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"node {dest} died ({first[:200]})") from None
+        raise NodeDied(f"node {dest} died ({first[:200]})") from None
+
+
+class NodeDied(PipelineError):
+    """An actor of the deployment is gone (killed, its process or machine lost): the
+    deployment restarts, where it can, instead of failing."""
 
 
 @dataclass(slots=True)
@@ -82,6 +87,9 @@ class RayWiring:
     chain_ship_s: float = 0.2
     writer_flush_rows: int = 524_288
     writer_flush_s: float = 0.5
+    epoch: int = 0
+    source_skip: tuple[int, ...] = ()
+    redrive_path: str | None = None
 
     def node_id(self, role: str, slot: int, suffix: str) -> str:
         prefix = self.pipeline.name if not self.replay_id else f"{self.pipeline.name}~replay"
@@ -288,7 +296,7 @@ class SourceNode:
             stream_log_url=w.stream_log_url, provenance_url=w.provenance_url,
             record_base=w.record_base, log_ingest=w.log_ingest,
             clock_factory=_BaseIdClock(w.clock_factory), stop_event=_StopFlag(hub),
-            suffix=self.suffix,
+            source_skip=w.source_skip, suffix=self.suffix,
         )
 
     def ready(self) -> tuple[str, int, str]:
@@ -302,7 +310,9 @@ class SourceNode:
             worker.run_source(self.wiring, 0, self.index)
         for ev in self.events.items:
             if ev[0] == "error":
-                raise PipelineError(ev[2])
+                # (run_source reports failures as text: keep a dead actor down the path
+                # recognizable, so the driver restarts instead of failing)
+                raise (NodeDied if ": NodeDied: " in ev[2] else PipelineError)(ev[2])
         for ev in self.events.items:
             if ev[0] == "done":
                 stats: dict[str, Any] = ev[2]
@@ -362,6 +372,15 @@ class IngestNode:
         _add_handles(self.w, 0, self.outboxes, handles)
         self.router.reroute(members)
 
+    def redrive(self) -> int:
+        """Send the records a crash left without a chain to stage 0 again (before any source
+        pushes: the driver calls this first)."""
+        w = self.w
+        if w.redrive_path is None:
+            return 0
+        return worker.redrive_file(w.redrive_path, w.pipeline, w.stream_id, w.replay_id,
+                                   self.router)
+
     def finish(self) -> dict[str, Any]:
         self.router.bye_all()
         out = self.chains.close()
@@ -389,7 +408,7 @@ class StageNode:
             self.router, self.outboxes = _router_for(w, stage_index + 1, members,
                                                      handles or {}, "")
         self.capture = _CaptureClient(hub, w.window)
-        self.sink_writer = stage.sink.open(slot, self.capture) if stage.sink is not None else None
+        self.sink_writer = worker.open_sink(stage, slot, self.capture, w.epoch)
         self.physical = _clock(w.clock_factory, self.node_id)
         self.gate: Callable[[], None] = worker._accept_gate(self.physical)
         self.proc = NodeProcessor(

@@ -11,14 +11,22 @@ process holds them (an embedded DuckDB file admits one process at a time).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.ipc as ipc
+
+from streamprov.errors import StoreError
+from streamprov.model import Outcome
+
+if TYPE_CHECKING:
+    from streamprov.runtime.local import RunResult
 
 REDRIVE_SCHEMA = pa.schema([
     pa.field("record_id", pa.int64(), nullable=False),
@@ -43,8 +51,24 @@ class Unfinished:
 
 
 def find_unfinished(stream_log_url: str, provenance_url: str, stream_id: str, *,
-                    from_record: int = 0, replay_id: str = "") -> Unfinished:
-    """Logged records and those of them that have no chain yet."""
+                    from_record: int = 0, replay_id: str = "",
+                    wait_s: float = 0.0) -> Unfinished:
+    """Logged records and those of them that have no chain yet. ``wait_s``: how long to
+    keep trying while a store cannot be opened yet (a killed process that held an embedded
+    store's file may take a moment to be gone)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return _find_unfinished(stream_log_url, provenance_url, stream_id,
+                                    from_record=from_record, replay_id=replay_id)
+        except StoreError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _find_unfinished(stream_log_url: str, provenance_url: str, stream_id: str, *,
+                     from_record: int, replay_id: str) -> Unfinished:
     from streamprov.store import open_provenance_store, open_stream_log
 
     log = open_stream_log(stream_log_url)
@@ -97,5 +121,41 @@ def write_redrive_file(path: Path, stream_log_url: str, stream_id: str,
     return int(table.num_rows)
 
 
-__all__ = ["REDRIVE_SCHEMA", "Unfinished", "find_unfinished", "logged_per_source",
-           "write_redrive_file"]
+def count_from_stores(result: RunResult, stream_log_url: str, provenance_url: str, *,
+                      record_base: int, captured: list[dict[str, Any]] | None) -> None:
+    """Fill ``result``'s counts from the stores: after a restart the killed nodes' own
+    counts are gone. ``captured``: the outputs a capture sink collected (to count those
+    delivered twice), None when the sink cannot tell."""
+    from streamprov.store import open_provenance_store, open_stream_log
+
+    log = open_stream_log(stream_log_url)
+    try:
+        result.ingested = result.recovered + len(
+            log.record_ids(result.stream_id, from_record=record_base))
+    finally:
+        log.close()
+    store = open_provenance_store(provenance_url)
+    try:
+        counts = result.own_outcomes(
+            store.outcome_counts(result.stream_id, from_record=result.from_record))
+    finally:
+        store.close()
+    result.delivered = counts[Outcome.DELIVERED]
+    result.dropped = counts[Outcome.DROPPED]
+    result.failed = counts[Outcome.FAILED]
+    result.chains_written = sum(counts.values())
+    if captured is not None:
+        outputs = {(r["recordId"], r.get("branch", 0)) for r in captured}
+        result.duplicated_outputs = len(captured) - len(outputs)
+    else:
+        result.duplicated_outputs = None
+
+
+__all__ = [
+    "REDRIVE_SCHEMA",
+    "Unfinished",
+    "count_from_stores",
+    "find_unfinished",
+    "logged_per_source",
+    "write_redrive_file",
+]

@@ -17,8 +17,10 @@ always arrives after that producer's last batch, so draining loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -324,25 +326,32 @@ def _log_rows(batches: list[EncodedBatch]) -> pa.Table:
 
 
 def _redrive(w: Wiring, router: Router) -> int:
-    """Send the records of ``w.redrive_path`` (in the stream log already, without a chain
-    after a crash) to the first stage again, their hop 0 restored from the log."""
+    assert w.redrive_path is not None
+    return redrive_file(w.redrive_path, w.pipeline, w.stream_id, w.replay_id, router)
+
+
+def redrive_file(path: str, pipeline: Pipeline, stream_id: str, replay_id: str,
+                 router: Router) -> int:
+    """Send the records of ``path`` (in the stream log already, without a chain after a
+    crash) to the first stage again, their hop 0 restored from the log."""
     import pyarrow.ipc as ipc
 
-    first = w.pipeline.stages[0]
+    first = pipeline.stages[0]
     sent = 0
-    with ipc.open_file(w.redrive_path) as reader:
+    with ipc.open_file(path) as reader:
         for i in range(reader.num_record_batches):
             rb = reader.get_batch(i)
             nodes = rb.column("origin_node").to_pylist()
             for node in sorted(set(nodes)):
                 idx = np.flatnonzero(np.asarray(nodes, dtype=object) == node)
                 part = rb.take(pa.array(idx))
-                router.send(_redrive_batch(w, first, node, part))
+                router.send(_redrive_batch(stream_id, replay_id, first, node, part))
                 sent += len(idx)
     return sent
 
 
-def _redrive_batch(w: Wiring, first: Stage, node: str, rb: pa.RecordBatch) -> EncodedBatch:
+def _redrive_batch(stream_id: str, replay_id: str, first: Stage, node: str,
+                   rb: pa.RecordBatch) -> EncodedBatch:
     ids = rb.column("record_id").to_numpy(zero_copy_only=False).astype(np.int64)
     payload = rb.column("payload")
     texts = [t.encode() for t in payload.to_pylist()]
@@ -355,8 +364,8 @@ def _redrive_batch(w: Wiring, first: Stage, node: str, rb: pa.RecordBatch) -> En
               else hash_ints(ids))
     ts = rb.column("ingest_ts_ns").to_numpy(zero_copy_only=False).astype(np.int64)
     hop = HopColumn(node, ts, np.zeros(len(ids), dtype=np.int64), 0)
-    return EncodedBatch(w.stream_id, ids, b"".join(texts), offsets, hashes, keys,
-                        None if keys is None else key_json, [hop], w.replay_id)
+    return EncodedBatch(stream_id, ids, b"".join(texts), offsets, hashes, keys,
+                        None if keys is None else key_json, [hop], replay_id)
 
 
 def run_ingest(w: Wiring, token: int, members: tuple[int, ...]) -> None:
@@ -426,6 +435,18 @@ def run_ingest(w: Wiring, token: int, members: tuple[int, ...]) -> None:
 
 
 # -- stage instances ------------------------------------------------------------------------
+def open_sink(stage: Stage, slot: int, capture: Any, epoch: int) -> Any:
+    """The stage's sink writer; after a restart (``epoch`` > 0) one that goes on after what
+    the crashed epoch wrote, where the sink can (``reopen``)."""
+    if stage.sink is None:
+        return None
+    reopen = getattr(stage.sink, "reopen", None)
+    if epoch and callable(reopen):
+        return reopen(slot, capture)
+    return stage.sink.open(slot, capture)
+
+
+
 def run_stage(w: Wiring, token: int, stage_index: int, slot: int,
               members: tuple[int, ...] | None) -> None:
     def body() -> dict[str, Any]:
@@ -435,11 +456,7 @@ def run_stage(w: Wiring, token: int, stage_index: int, slot: int,
         nxt = p.stages[stage_index + 1] if stage_index + 1 < len(p.stages) else None
         router = (Router(nxt, stage_index + 1, w.stage_inboxes[stage_index + 1], members, token)
                   if nxt is not None and members is not None else None)
-        writer = None
-        if stage.sink is not None:
-            reopen = getattr(stage.sink, "reopen", None)
-            writer = (reopen(slot, w.capture) if w.epoch and callable(reopen)
-                      else stage.sink.open(slot, w.capture))
+        writer = open_sink(stage, slot, w.capture, w.epoch)
         physical = w.clock_factory(node_id)
         gate = _accept_gate(physical)
         proc = NodeProcessor(
@@ -484,6 +501,14 @@ def run_stage(w: Wiring, token: int, stage_index: int, slot: int,
 
 
 # -- the provenance writer ------------------------------------------------------------------
+FLUSH_NOW = signal.SIGUSR1
+"""Tells a writer to store the chains it holds and exit without reading its inbox again."""
+
+
+class _FlushNow(Exception):
+    pass
+
+
 def run_writer(w: Wiring, token: int) -> None:
     """Batch complete chains into the provenance store until told to drain.
 
@@ -552,8 +577,19 @@ def run_writer(w: Wiring, token: int) -> None:
                 outage_since = None
                 backoff = 0.05
 
-        try:
-            while True:
+        # the driver restarting after a crash sends SIGUSR1: store what is here and exit
+        # (chains still in the inbox are re-driven; the inbox may hold a killed sender's
+        # half-written message, so nothing more is read from it)
+        interrupt = {"set": False, "waiting": False}
+
+        def on_flush_now(signum: int, frame: Any) -> None:
+            interrupt["set"] = True
+            if interrupt["waiting"]:
+                raise _FlushNow
+
+        def take_chains() -> None:
+            nonlocal first_at, held_back
+            while not interrupt["set"]:
                 if outage_since is not None and buffered() >= w.writer_buffer_rows:
                     # full: take nothing more until the store is back (backpressure)
                     held_back += 1
@@ -566,19 +602,29 @@ def run_writer(w: Wiring, token: int) -> None:
                     timeout = max(0.0, first_at + w.writer_flush_s - time.monotonic())
                 else:
                     timeout = None
+                interrupt["waiting"] = True
                 try:
                     msg = inbox.get(timeout=timeout)
                 except queue.Empty:
+                    msg = None
+                finally:
+                    interrupt["waiting"] = False
+                if msg is None:
                     flush()
-                    continue
-                if msg[0] == CHAINS:
+                elif msg[0] == CHAINS:
                     if not pending.rows:
                         first_at = time.monotonic()
                     pending.add(msg[1])
                     if pending.rows >= w.writer_flush_rows and outage_since is None:
                         flush()
                 elif msg[0] == DRAIN:
-                    break
+                    return
+
+        signal.signal(FLUSH_NOW, on_flush_now)
+        try:
+            with contextlib.suppress(_FlushNow):
+                take_chains()
+            interrupt["waiting"] = False
             flush()
             while unwritten or pending.rows:  # draining: wait for the store (or give up)
                 time.sleep(max(0.0, retry_at - time.monotonic()))
