@@ -1,15 +1,20 @@
-"""The whole process killed: ``streamprov run`` SIGKILLed mid-stream with all its node
-processes; the stores open cleanly and the next run re-drives what was left unfinished."""
+"""The whole process killed (``streamprov run`` SIGKILLed mid-stream with all its node
+processes) or its disk full: the stores open cleanly and the next run re-drives what was left
+unfinished."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from streamprov.store import open_provenance_store, open_stream_log
 
@@ -61,3 +66,45 @@ def test_killed_run_is_finished_by_the_next_run(tmp_path: Path) -> None:
     assert len(logged_after) == len(logged) + 1000
     assert set(chains_after) == logged_after, "every logged record has a chain now"
     assert max(chains_after.values()) == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 6 MB file system (tmpfs) to fill up; skipped where mounting is not permitted."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small file system needs root")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {made.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_stops_the_run_clearly_and_corrupts_nothing(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    data = small_disk / "data"
+    cmd = [sys.executable, "-m", "streamprov.cli", "run", "streamprov.examples.demo:pipeline"]
+    full = subprocess.run([*cmd, "--records", "400000", "--data-dir", str(data)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert full.returncode == 2
+    last = full.stderr.strip().splitlines()[-1]
+    assert "is full" in last and "No space left on device" in last, full.stderr
+    assert "Traceback" not in full.stderr
+
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)  # the user frees space or moves the data dir
+    logged, chains = _ids(moved)  # both files open cleanly
+    assert logged and set(chains) <= logged and max(chains.values(), default=1) == 1
+    again = subprocess.run([*cmd, "--records", "1000", "--data-dir", str(moved)],
+                           capture_output=True, text=True, timeout=300, check=False,
+                           env={**os.environ, "COLUMNS": "250"})
+    assert again.returncode == 0, again.stderr
+    assert "balances" in again.stdout, again.stdout
+    logged_after, chains_after = _ids(moved)
+    assert set(chains_after) == logged_after and max(chains_after.values()) == 1

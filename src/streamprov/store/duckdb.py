@@ -19,6 +19,7 @@ copy that a DB-API result makes).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -221,10 +222,10 @@ class _DuckDBFile:
                 con.execute("COMMIT")
                 return result
             except duckdb.Error as exc:
-                con.execute("ROLLBACK")
-                raise StoreError(f"writing {self.path}: {exc}") from exc
+                _rollback(con)
+                raise StoreError(_write_failure(self.path, exc)) from exc
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise
 
     def _insert_new(self, rows: pa.Table, key: str) -> int:
@@ -298,6 +299,21 @@ class _DuckDBFile:
             return
         self._last_retention = now
         self.expire(time.time_ns() - self.retention_ns)
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back what is open (a failed COMMIT has already ended the transaction: the error
+    that matters is the one that made it fail, not the rollback's)."""
+    with contextlib.suppress(duckdb.Error):
+        con.execute("ROLLBACK")
+
+
+def _write_failure(path: Path, exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "no space left" in text.lower() or "disk full" in text.lower():
+        return (f"the disk holding {path} is full ({text}); nothing of this write was kept; "
+                "free space or move the data dir, then run again")
+    return f"writing {path}: {text}"
 
 
 def _explain(path: Path, exc: Exception) -> str:
