@@ -21,6 +21,10 @@ class Deployment(Protocol):
     and everything ingested has ended in a chain; ``stop`` ends the sources early and drains
     the same way. After a crash of a node the deployment fails with ``PipelineError`` naming
     it; records already in the stream log are not lost, but (today) not re-driven either.
+
+    Optional: ``queue_depths() -> dict[str, int]``, batches waiting per inbox (``ingest``,
+    ``<stage>-<slot>``, ``writer``) for monitoring; the local runner's deployment has it,
+    and ``GET /metrics`` skips deployments without it.
     """
 
     stream_id: str

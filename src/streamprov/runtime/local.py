@@ -564,6 +564,26 @@ class Deployment:
         """Records appended to the stream log so far (updated a few times a second)."""
         return self._ingested
 
+    def queue_depths(self) -> dict[str, int]:
+        """Batches waiting in each inbox of the running processes, by queue: ``ingest``,
+        ``<stage>-<slot>`` for every active instance, and ``writer`` (chain batches not yet
+        stored: the provenance backlog). A snapshot for monitoring: ``qsize`` of a
+        multiprocessing queue is approximate, counts control messages too, and a queue whose
+        size the platform cannot tell (``NotImplementedError`` on macOS) is left out."""
+        wiring, active = self.wiring, [list(a) for a in self._active]
+        queues: list[tuple[str, Any]] = [("ingest", wiring.ingest_inbox)]
+        for index, stage in enumerate(self.pipeline.stages):
+            queues += [(f"{stage.name}-{slot}", wiring.stage_inboxes[index][slot])
+                       for slot in active[index]]
+        queues.append(("writer", wiring.writer_inbox))
+        depths: dict[str, int] = {}
+        for name, queue in queues:
+            try:
+                depths[name] = max(0, int(queue.qsize()))
+            except (NotImplementedError, OSError, ValueError):
+                continue
+        return depths
+
     @property
     def finished(self) -> bool:
         return self._finished is not None
