@@ -22,7 +22,7 @@ from streamprov.clock.service import TimestampService
 from streamprov.errors import InvalidInput, NotFound, StoreError
 from streamprov.model import Chain, Outcome, validate_id
 from streamprov.runtime import LocalRunner, Pipeline, RunResult
-from streamprov.runtime.base import Runner
+from streamprov.runtime.base import Deployment, Runner
 from streamprov.runtime.worker import ClockFactory, system_clock
 from streamprov.store import (
     ChainCursor,
@@ -129,6 +129,7 @@ class App:
         self._clock_service: TimestampService | None = None
         self.lineage: LineageEmitter | None = None
         """OpenLineage events of this app's replays and tuning jobs (``lineage_emitter``)."""
+        self._live: dict[int, Deployment] = {}
 
     def clock_factory(self) -> ClockFactory:
         """How node processes get their clocks: synchronized against this app's timestamp
@@ -250,6 +251,18 @@ class App:
             stream_log_url=self.settings.stream_log_url, stream_id=stream_id,
             clock_factory=self.clock_factory(), **extra,
         )
+        self._live[id(deployment)] = deployment
+        try:
+            return self._watch(deployment, on_progress, interval_s)
+        finally:
+            self._live.pop(id(deployment), None)
+
+    def live_deployments(self) -> list[Deployment]:
+        """The deployments of this app's runs that are running now (``GET /metrics``)."""
+        return list(self._live.values())
+
+    def _watch(self, deployment: Deployment, on_progress: Callable[[int], None] | None,
+               interval_s: float) -> RunSummary:
         outcome: dict[str, Any] = {}
 
         def wait() -> None:

@@ -4,6 +4,8 @@ dir, and over HTTP at GET /metrics."""
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +16,8 @@ from streamprov.api import create_app
 from streamprov.app import App, Settings, replay_engine
 from streamprov.errors import StoreError
 from streamprov.observe.prometheus import exposition, registry_for, stage_counts
-from streamprov.observe.sources import Sources
+from streamprov.observe.sources import Sources, live_queues
+from streamprov.runtime import LocalRunner, Pipeline, SyntheticSource
 from tests.observe.demo import Demo
 from tests.replay.streams import catalog_for_tests
 
@@ -189,3 +192,61 @@ def test_metrics_endpoint_over_demo_data(demo: Demo) -> None:
     assert "demo/parse/0" in nodes
     assert value(s, "streamprov_stream_records", stream_id="demo") == 1200
     assert all(v == 0 for _, v in s["streamprov_scrape_errors"])
+
+
+def test_live_queue_depths_and_writer_backlog() -> None:
+    live = [{"streamId": "p", "replayId": "r-2",
+             "queues": {"ingest": 3, "parse-0": 2, "parse-1": 0, "writer": 5}},
+            {"streamId": "q", "replayId": "", "queues": {"ingest": 0, "sink-0": 1}}]
+    s, types = scrape(Sources(live=lambda: live))
+    assert types["streamprov_queue_depth_batches"] == "gauge"
+    assert label_sets(s, "streamprov_queue_depth_batches") == {
+        frozenset({"stream_id", "replay_id", "queue"})}
+    assert value(s, "streamprov_queue_depth_batches", replay_id="r-2", queue="parse-0") == 2
+    assert value(s, "streamprov_queue_depth_batches", stream_id="q", queue="sink-0") == 1
+    assert label_sets(s, "streamprov_provenance_backlog_batches") == {
+        frozenset({"stream_id", "replay_id"})}
+    # a deployment whose writer inbox is not reported has no backlog sample
+    assert [lab for lab, _ in s["streamprov_provenance_backlog_batches"]] == [
+        {"stream_id": "p", "replay_id": "r-2"}]
+    assert value(s, "streamprov_provenance_backlog_batches", stream_id="p") == 5
+    assert value(s, "streamprov_scrape_errors", source="live") == 0
+
+
+def slow(payload: Any) -> Any:
+    time.sleep(0.01)
+    return payload
+
+
+class _NoDepths:
+    stream_id, replay_id = "ray", ""
+
+
+def test_a_backpressured_local_deployment_reports_its_queues(tmp_path: Path) -> None:
+    p = Pipeline("backed", source=SyntheticSource(records=None), max_parallelism=2)
+    p.map("slow", slow, parallelism=2).sink()
+    dep = LocalRunner(batch_size=10, queue_batches=2).start(
+        p, provenance_url=f"duckdb://{tmp_path / 'provenance.duckdb'}",
+        stream_log_url=f"duckdb://{tmp_path / 'streams.duckdb'}")
+    sources = Sources(live=lambda: live_queues([dep, _NoDepths()]))  # type: ignore[list-item]
+    try:
+        # the slow stage takes ~10 batches/s per instance: its inboxes fill up to their bound
+        deadline = time.monotonic() + 60
+        while True:
+            s, _ = scrape(sources)
+            waiting = sum(v for lab, v in s.get("streamprov_queue_depth_batches", [])
+                          if lab["queue"].startswith("slow-"))
+            if waiting > 0:
+                break
+            assert time.monotonic() < deadline, s.get("streamprov_queue_depth_batches")
+            time.sleep(0.05)
+        depths = dep.queue_depths()
+    finally:
+        dep.stop()
+    assert set(depths) == {"ingest", "slow-0", "slow-1", "sink-0", "writer"}
+    assert all(n >= 0 for n in depths.values())
+    stages = {lab["queue"] for lab, _ in s["streamprov_queue_depth_batches"]}
+    assert stages == set(depths)
+    assert {lab["stream_id"] for lab, _ in s["streamprov_queue_depth_batches"]} == {"backed"}
+    assert value(s, "streamprov_provenance_backlog_batches", stream_id="backed",
+                 replay_id="") >= 0

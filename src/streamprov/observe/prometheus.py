@@ -2,8 +2,10 @@
 
 Nothing is counted twice or kept in process memory: every scrape reads the replay documents,
 tuning jobs, scaling audit trail, clock status and last runs that the rest of streamprov
-already keeps, so the figures survive a restart of the server and agree with the API. Metric
-names and labels (``_seconds`` for durations, ``_total`` for counters):
+already keeps, so the figures survive a restart of the server and agree with the API; only
+the queue depths are live, asked of the deployments running in this server (replays, and
+runs fed by ``POST /streams/{id}/records``) at the scrape. Metric names and labels
+(``_seconds`` for durations, ``_total`` for counters):
 
 =====================================================  ===================================
 ``streamprov_stage_records_in_total``                  stream_id, replay_id, stage
@@ -36,6 +38,9 @@ names and labels (``_seconds`` for durations, ``_total`` for counters):
 ``streamprov_clock_max_skew_seconds``                  (none)
 ``streamprov_stream_records``                          stream_id
 ``streamprov_stream_chains``                           stream_id
+``streamprov_queue_depth_batches``                    stream_id, replay_id, queue (ingest,
+                                                       <stage>-<slot>, writer)
+``streamprov_provenance_backlog_batches``              stream_id, replay_id
 ``streamprov_scrape_errors``                           source
 =====================================================  ===================================
 
@@ -109,10 +114,11 @@ class StreamprovCollector(Collector):
         yield from self._guarded("scaling", self._scaling, errors)
         yield from self._guarded("clock", self._clock, errors)
         yield from self._guarded("streams", self._streams, errors)
+        yield from self._guarded("live", self._live, errors)
         g = GaugeMetricFamily("streamprov_scrape_errors", "Sources that could not be read in "
                               "this scrape (1), e.g. a store held by a running replay.",
                               labels=["source"])
-        for source in ("runs", "replays", "tuning", "scaling", "clock", "streams"):
+        for source in ("runs", "replays", "tuning", "scaling", "clock", "streams", "live"):
             g.add_metric([source], float(errors[source]))
         yield g
 
@@ -303,6 +309,22 @@ class StreamprovCollector(Collector):
             records.add_metric([str(s["streamId"])], float(s.get("records") or 0))
             chains.add_metric([str(s["streamId"])], float(s.get("chains") or 0))
         return [records, chains]
+
+    def _live(self) -> list[Metric]:
+        depth = GaugeMetricFamily("streamprov_queue_depth_batches", "Batches waiting in an "
+                                  "inbox of a running deployment (ingest, <stage>-<slot>, "
+                                  "writer).", labels=[*_RUN_LABELS, "queue"])
+        backlog = GaugeMetricFamily("streamprov_provenance_backlog_batches", "Chain batches "
+                                    "waiting for the provenance writer of a running "
+                                    "deployment.", labels=_RUN_LABELS)
+        for d in self.sources.live():
+            run = [str(d.get("streamId")), str(d.get("replayId") or "")]
+            queues: dict[str, int] = d.get("queues") or {}
+            for queue, n in sorted(queues.items()):
+                depth.add_metric([*run, queue], float(n))
+            if "writer" in queues:
+                backlog.add_metric(run, float(queues["writer"]))
+        return [depth, backlog]
 
 
 def _quantiles(family: GaugeMetricFamily, labels: list[str], summary: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """What the observability exports read: plain JSON documents from the replay engine, the tuning
-service, the scaling audit trail, the clock status and the last runs, behind one value.
+service, the scaling audit trail, the clock status and the last runs, and the queue depths of
+the deployments running right now, behind one value.
 
 Every source is a callable returning the same documents the API answers with, so the exports
 (Prometheus, dashboard, reports) need no store of their own and tests can hand in dicts.
@@ -7,7 +8,7 @@ Every source is a callable returning the same documents the API answers with, so
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from streamprov.adapt.tuning import TuningService
     from streamprov.app import App
     from streamprov.replay.engine import ReplayEngine
+    from streamprov.runtime.base import Deployment
 
 Docs = Callable[[], list[dict[str, Any]]]
 
@@ -45,6 +47,9 @@ class Sources:
     """The last run of each stream: ``{streamId, timeNs, durationS, ingested, ..., nodes}``."""
     streams: Docs = _none
     """``GET /streams``: streams with record counts and first/last hop-0 time."""
+    live: Docs = _none
+    """Deployments running now: ``{streamId, replayId, queues: {queue: batches}}`` (see
+    ``live_queues``)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,4 +68,25 @@ def sources_for(application: App, engine: ReplayEngine, tuning: TuningService,
         clock_status=application.clock_status,
         runs=application.last_runs,
         streams=lambda: streams_overview(application),
+        live=lambda: live_queues([*_replay_deployments(engine),
+                                  *application.live_deployments()]),
     )
+
+
+def live_queues(deployments: Iterable[Deployment]) -> list[dict[str, Any]]:
+    """``{streamId, replayId, queues}`` of each deployment that reports its queue depths
+    (``queue_depths()``, the local runner's); others (Ray) are left out."""
+    out = []
+    for dep in deployments:
+        depths = getattr(dep, "queue_depths", None)
+        if callable(depths):
+            out.append({"streamId": dep.stream_id, "replayId": dep.replay_id,
+                        "queues": dict(depths())})
+    return out
+
+
+def _replay_deployments(engine: ReplayEngine) -> list[Deployment]:
+    # the engine offers no public view of its running deployments yet: read its table of
+    # runs (a snapshot; a run that finishes meanwhile reports its drained, empty queues)
+    runs = list(engine._runs.values())
+    return [r.deployment for r in runs if r.deployment is not None and not r.done.is_set()]
