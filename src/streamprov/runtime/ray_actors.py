@@ -13,13 +13,17 @@ Ray's acknowledgements in place of BYE/DRAIN messages:
   producer has rerouted, that instance holds no record that is not done (``finish`` then
   flushes what it sent on and retires it);
 * a failure inside an actor becomes a ``PipelineError`` naming the node; a producer that sees
-  it (or a dead destination) raises it in turn, so it reaches the driver within a window.
+  it (or a dead destination) raises it in turn, so it reaches the driver within a window;
+* the ingest actor group-commits like the local one (a thread behind a bounded queue appends
+  every batch gathered within ``ingest_group_s`` in one transaction, then forwards them), and
+  the batches a group or a ``push_many`` yields for one instance go on in one call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import threading
 import time
 from collections import deque
@@ -85,6 +89,10 @@ class RayWiring:
     writer actor (DuckDB: one process may hold the file)."""
     chain_ship_rows: int = 65_536
     chain_ship_s: float = 0.2
+    ingest_group_rows: int = 16_384
+    ingest_group_s: float = 0.02
+    """Group commit, as the local ingest: pushed batches gathered for up to this long (or
+    this many rows) are appended to the stream log in one transaction."""
     writer_flush_rows: int = 524_288
     writer_flush_s: float = 0.5
     epoch: int = 0
@@ -104,13 +112,18 @@ def node_suffix() -> str:
 class Outbox:
     """Inbox-like end of the calls to one actor, as ``worker.Router`` expects: ``put`` a
     ``(DATA, batch)``, ``(FAILED, batch, errors)`` or ``(BYE, token)`` (= wait until every
-    push so far is done). At most ``window`` pushes stay unacknowledged."""
+    push so far is done). At most ``window`` pushes stay unacknowledged.
 
-    def __init__(self, handle: Any, window: int, dest: str) -> None:
+    Between ``hold`` and ``release`` the batches put are sent as one ``push_many`` call
+    (fewer, larger calls: a Ray call has a fixed cost well above a batch's copy)."""
+
+    def __init__(self, handle: Any, window: int, dest: str, *, lean: bool = False) -> None:
         self.handle = handle
         self.window = window
         self.dest = dest
+        self.lean = lean
         self.pending: deque[Any] = deque()
+        self.held: list[Any] | None = None
 
     def put(self, msg: tuple[Any, ...]) -> None:
         tag = msg[0]
@@ -120,14 +133,56 @@ class Outbox:
         item = msg[1]
         if isinstance(item, Batch):
             item = WireBatch.of(item)
+        elif self.lean and isinstance(item, EncodedBatch):
+            item = _lean(item)
+        if tag == DATA and self.held is not None:
+            self.held.append(item)
+            return
+        self.release()
         args = (item,) if tag == DATA else (item, msg[2])
-        self.pending.append(self.handle.push.remote(*args))
+        self._call(self.handle.push.remote(*args))
+
+    def hold(self) -> None:
+        if self.held is None:
+            self.held = []
+
+    def release(self) -> None:
+        """Send what was held (one call) and stop holding."""
+        held, self.held = self.held, None
+        if held:
+            self._call(self.handle.push.remote(held[0]) if len(held) == 1
+                       else self.handle.push_many.remote(held))
+
+    def _call(self, ref: Any) -> None:
+        self.pending.append(ref)
         while len(self.pending) > self.window:
             settle(self.pending.popleft(), self.dest)
 
     def flush(self) -> None:
+        self.release()
         while self.pending:
             settle(self.pending.popleft(), self.dest)
+
+
+def _lean(eb: EncodedBatch) -> EncodedBatch:
+    """An encoded batch as the first stage needs it: without what only routing and the stream
+    log read (routing hashes, keys as JSON), so less to serialize."""
+    if eb.hashes is None and eb.key_json is None:
+        return eb
+    return EncodedBatch(eb.stream_id, eb.record_ids, eb.blob, eb.offsets, None, eb.keys, None,
+                        eb.hops, eb.replay_id)
+
+
+def _hold_all(outboxes: list[Any]) -> None:
+    for o in outboxes:
+        if o is not None:
+            o.hold()
+
+
+def _release_all(outboxes: list[Any]) -> None:
+    for o in outboxes:
+        if o is not None:
+            o.release()
 
 
 class ChainOut:
@@ -324,8 +379,7 @@ def _router_for(w: RayWiring, stage_index: int, members: tuple[int, ...],
                 handles: dict[int, Any], suffix: str) -> tuple[Router, list[Any]]:
     stage = w.pipeline.stages[stage_index]
     outboxes: list[Any] = [None] * w.pipeline.max_parallelism
-    for slot, h in handles.items():
-        outboxes[slot] = Outbox(h, w.window, w.node_id(stage.name, slot, ""))
+    _add_handles(w, stage_index, outboxes, handles)
     return Router(stage, stage_index, outboxes, members, 0), outboxes
 
 
@@ -333,11 +387,20 @@ def _add_handles(w: RayWiring, stage_index: int, outboxes: list[Any],
                  handles: dict[int, Any]) -> None:
     name = w.pipeline.stages[stage_index].name
     for slot, h in handles.items():
-        outboxes[slot] = Outbox(h, w.window, w.node_id(name, slot, ""))
+        outboxes[slot] = Outbox(h, w.window, w.node_id(name, slot, ""), lean=stage_index == 0)
+
+
+_RING, _STOP, _REDRIVE = "ring", "stop", "redrive"
 
 
 class IngestNode:
-    """Appends each pushed batch to the stream log (write-ahead), then routes it to stage 0."""
+    """Appends pushed batches to the stream log (write-ahead), then routes them to stage 0.
+
+    As the local ingest, it group-commits: ``push`` only queues a batch (at most ``window``
+    wait, so backpressure still reaches the sources); a thread gathers queued batches for up
+    to ``ingest_group_s`` / ``ingest_group_rows``, appends them in one stream-log transaction
+    and only then forwards them, one call per first-stage instance. ``reroute`` and ``finish``
+    travel through the same queue, so they act after every batch pushed before them."""
 
     def __init__(self, w: RayWiring, members: tuple[int, ...], handles: dict[int, Any],
                  writer: Any, hub: Any) -> None:
@@ -350,45 +413,131 @@ class IngestNode:
         self.chains = ChainOut(w, writer)
         self.logged = 0
         self.reported_at = 0.0
+        self.closed: dict[str, int] = {}
+        self.redriven = 0
+        self.error: StreamprovError | None = None
+        self.inbox: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=w.window)
+        self.thread = threading.Thread(target=self._run, daemon=True, name="ingest")
+        self.thread.start()
 
     def ready(self) -> tuple[str, int, str]:
         return "ingest", os.getpid(), ray.get_runtime_context().get_node_id()
 
     def push(self, eb: EncodedBatch, errors: list[str] | None = None) -> None:
-        if self.log is not None:
-            self.log.append(worker._log_rows([eb]))
-        self.logged += len(eb)
-        if errors is None:
-            self.router.send(eb)
-        else:
-            self.chains.add(ChainBatch(eb.stream_id, eb.record_ids, eb.hops, Outcome.FAILED,
-                                       None, errors, eb.replay_id))
+        self._put((DATA, eb) if errors is None else (worker.FAILED, eb, errors))
+
+    def reroute(self, members: tuple[int, ...], handles: dict[int, Any]) -> None:
+        done = threading.Event()
+        self._put((_RING, members, handles, done))
+        self._wait(done)
+
+    def redrive(self) -> int:
+        """Send the records a crash left without a chain to stage 0 again (the driver calls
+        this before any source pushes)."""
+        if self.w.redrive_path is None:
+            return 0
+        done = threading.Event()
+        self._put((_REDRIVE, done))
+        self._wait(done)
+        return self.redriven
+
+    def finish(self) -> dict[str, Any]:
+        done = threading.Event()
+        self._put((_STOP, done))
+        self._wait(done)
+        ray.get(self.hub.progress.remote(self.logged))
+        return {"node": "ingest", "logged": self.logged, **self.closed}
+
+    # -- the caller's side ------------------------------------------------------------
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if not self.thread.is_alive():
+            raise PipelineError("ingest: stopped")
+
+    def _put(self, msg: tuple[Any, ...]) -> None:
+        while True:
+            self._check()
+            try:
+                self.inbox.put(msg, timeout=_STOP_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _wait(self, done: threading.Event) -> None:
+        while not done.wait(_STOP_POLL_S):
+            self._check()
+        if self.error is not None:
+            raise self.error
+
+    # -- the thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while self._step():
+                pass
+        except StreamprovError as exc:
+            self.error = exc
+        except BaseException as exc:
+            self.error = PipelineError(f"ingest: {error_text(exc)}")
+
+    def _step(self) -> bool:
+        """One group: gather, append, forward; False once finished."""
+        w = self.w
+        inbox = self.inbox
+        first = inbox.get()
+        msgs = [first]
+        rows = len(first[1]) if first[0] in (DATA, worker.FAILED) else 0
+        deadline = time.monotonic() + (w.ingest_group_s if self.log is not None else 0.0)
+        while rows and rows < w.ingest_group_rows:
+            left = deadline - time.monotonic()
+            try:
+                m = inbox.get(timeout=left) if left > 0 else inbox.get_nowait()
+            except queue.Empty:
+                break
+            msgs.append(m)
+            if m[0] in (DATA, worker.FAILED):
+                rows += len(m[1])
+            else:
+                break
+        data = [m[1] for m in msgs if m[0] in (DATA, worker.FAILED)]
+        if data and self.log is not None:
+            self.log.append(worker._log_rows(data))  # written ahead: forwarded only now
+        self.logged += rows
+        _hold_all(self.outboxes)
+        for m in msgs:
+            tag = m[0]
+            if tag == DATA:
+                self.router.send(m[1])
+                continue
+            _release_all(self.outboxes)
+            if tag == worker.FAILED:
+                eb: EncodedBatch = m[1]
+                self.chains.add(ChainBatch(eb.stream_id, eb.record_ids, eb.hops,
+                                           Outcome.FAILED, None, m[2], eb.replay_id))
+            elif tag == _RING:
+                _add_handles(w, 0, self.outboxes, m[2])
+                self.router.reroute(m[1])
+                m[3].set()
+            elif tag == _REDRIVE:
+                assert w.redrive_path is not None
+                self.redriven = worker.redrive_file(w.redrive_path, w.pipeline, w.stream_id,
+                                                    w.replay_id, self.router)
+                m[1].set()
+            elif tag == _STOP:
+                self.router.bye_all()
+                self.closed = self.chains.close()
+                if self.log is not None:
+                    self.log.close()
+                    self.log = None
+                m[1].set()
+                return False
+            _hold_all(self.outboxes)
+        _release_all(self.outboxes)
         now = time.monotonic()
         if now - self.reported_at >= _PROGRESS_S:
             self.reported_at = now
             self.hub.progress.remote(self.logged)
-
-    def reroute(self, members: tuple[int, ...], handles: dict[int, Any]) -> None:
-        _add_handles(self.w, 0, self.outboxes, handles)
-        self.router.reroute(members)
-
-    def redrive(self) -> int:
-        """Send the records a crash left without a chain to stage 0 again (before any source
-        pushes: the driver calls this first)."""
-        w = self.w
-        if w.redrive_path is None:
-            return 0
-        return worker.redrive_file(w.redrive_path, w.pipeline, w.stream_id, w.replay_id,
-                                   self.router)
-
-    def finish(self) -> dict[str, Any]:
-        self.router.bye_all()
-        out = self.chains.close()
-        if self.log is not None:
-            self.log.close()
-            self.log = None
-        ray.get(self.hub.progress.remote(self.logged))
-        return {"node": "ingest", "logged": self.logged, **out}
+        return True
 
 
 class StageNode:
@@ -422,6 +571,14 @@ class StageNode:
 
     def ready(self) -> tuple[str, int, str]:
         return self.node_id, os.getpid(), ray.get_runtime_context().get_node_id()
+
+    def push_many(self, items: list[WireBatch | EncodedBatch]) -> None:
+        """Several batches of one producer in one call; what they yield for one instance of
+        the next stage goes on as one call too."""
+        _hold_all(self.outboxes)
+        for item in items:
+            self.push(item)
+        _release_all(self.outboxes)
 
     def push(self, item: WireBatch | EncodedBatch) -> None:
         try:
