@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from streamprov.app import App, Settings
 from streamprov.store import open_provenance_store, open_stream_log
 
 
@@ -66,6 +67,8 @@ def test_killed_run_is_finished_by_the_next_run(tmp_path: Path) -> None:
     assert len(logged_after) == len(logged) + 1000
     assert set(chains_after) == logged_after, "every logged record has a chain now"
     assert max(chains_after.values()) == 1
+    # the clean run leaves a mark: the next run's recovery looks only above it
+    assert App(Settings.resolve(data)).finished_through("demo") == max(logged_after) + 1
 
 
 @pytest.fixture

@@ -245,7 +245,10 @@ class App:
         runner = self.runner()
         # records a killed earlier run logged but never finished go through first (the
         # local runner re-drives them; see streamprov.runtime.recovery)
-        extra: dict[str, Any] = {"recover": True} if isinstance(runner, LocalRunner) else {}
+        extra: dict[str, Any] = ({"recover": True,
+                                  "recover_from": self.finished_through(stream_id
+                                                                        or pipeline.name)}
+                                 if isinstance(runner, LocalRunner) else {})
         deployment = runner.start(
             pipeline, provenance_url=self.settings.provenance_url,
             stream_log_url=self.settings.stream_log_url, stream_id=stream_id,
@@ -316,7 +319,10 @@ class App:
 
         import orjson
 
+        with self.stream_log() as log:  # the run ended cleanly: every id below has a chain
+            finished = log.next_record_id(result.stream_id)
         doc = {"streamId": result.stream_id, "replayId": result.replay_id,
+               "finishedThrough": finished,
                "timeNs": time.time_ns(), "durationS": result.duration_s,
                "ingested": result.ingested, "delivered": result.delivered,
                "dropped": result.dropped, "failed": result.failed,
@@ -329,6 +335,14 @@ class App:
         tmp.write_bytes(orjson.dumps(known, option=orjson.OPT_INDENT_2))
         tmp.replace(path)
         return doc
+
+    def finished_through(self, stream_id: str) -> int:
+        """Every record of ``stream_id`` below this id has a chain (the stream log's end after
+        the last run that ended cleanly; 0 when unknown): where recovery starts looking."""
+        for doc in self.last_runs():
+            if doc.get("streamId") == stream_id:
+                return int(doc.get("finishedThrough") or 0)
+        return 0
 
     def last_runs(self) -> list[dict[str, Any]]:
         """The last run of every stream (see ``remember_run``), newest first."""

@@ -168,16 +168,19 @@ class LocalRunner:
         log_ingest: bool = True,
         clock_factory: ClockFactory = system_clock,
         recover: bool = False,
+        recover_from: int = 0,
     ) -> Deployment:
         """Start ``pipeline``; records get ids from ``record_base`` (default: after the
         stream log's last record of the stream). With ``recover``, records an earlier run
-        logged but left without a chain (it was killed) go through the pipeline first."""
+        logged but left without a chain (it was killed) go through the pipeline first; only
+        ids from ``recover_from`` on are looked at (those before are known finished)."""
         pipeline.validated()
         sid = validate_id(stream_id or pipeline.name, "stream")
         record_base = next_record_base(stream_log_url, sid, record_base)
         return Deployment(self, self._ctx, pipeline, sid, replay_id, record_base, log_ingest,
                           provenance_url, stream_log_url, clock_factory,
-                          recover=recover and log_ingest and not replay_id)
+                          recover=recover and log_ingest and not replay_id,
+                          recover_from=recover_from)
 
 
 class Deployment:
@@ -194,7 +197,8 @@ class Deployment:
     def __init__(self, runner: LocalRunner, ctx: Any, pipeline: Pipeline,
                  stream_id: str, replay_id: str, record_base: int, log_ingest: bool,
                  provenance_url: str, stream_log_url: str,
-                 clock_factory: ClockFactory, *, recover: bool = False) -> None:
+                 clock_factory: ClockFactory, *, recover: bool = False,
+                 recover_from: int = 0) -> None:
         self.pipeline = pipeline
         self.stream_id = stream_id
         self.replay_id = replay_id
@@ -230,7 +234,7 @@ class Deployment:
         self._prior: dict[Outcome, int] = {}
         self._from_record = record_base
         """The first record id this deployment answers for."""
-        redrive = self._recover_earlier() if recover else None
+        redrive = self._recover_earlier(recover_from) if recover else None
         try:
             self._start_epoch((), redrive)
         except BaseException:
@@ -288,9 +292,12 @@ class Deployment:
             self._scratch = Path(tempfile.mkdtemp(prefix="streamprov-redrive-"))
         return self._scratch / name
 
-    def _recover_earlier(self) -> Path | None:
+    def _recover_earlier(self, from_record: int) -> Path | None:
         """Write the records earlier runs left without a chain to a re-drive file."""
-        unfinished = find_unfinished(self._urls[1], self._urls[0], self.stream_id)
+        if from_record >= self.record_base:
+            return None
+        unfinished = find_unfinished(self._urls[1], self._urls[0], self.stream_id,
+                                     from_record=from_record)
         orphans = unfinished.orphans[unfinished.orphans < self.record_base]
         if not len(orphans):
             return None
