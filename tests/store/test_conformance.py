@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from streamprov.errors import InvalidInput, NotFound, SchemaVersionError, StoreError
 from streamprov.model import Chain, Outcome
-from streamprov.store import ChainCursor, ProvenanceStore, StreamSummary
+from streamprov.store import ChainCursor, ProvenanceStore, StreamLog, StreamSummary
 from tests.store.chains import SECOND, chain, in_order, log_rows, rows
 from tests.store.conftest import Stores
 
@@ -192,7 +195,7 @@ def test_empty_windows(stores: Stores) -> None:
     assert store.row_count("other") == 0
 
 
-@pytest.mark.parametrize("call", ["window", "iter_window", "window_rows"])
+@pytest.mark.parametrize("call", ["window", "iter_window", "window_rows", "window_heads"])
 def test_window_errors_are_the_same_everywhere(stores: Stores, call: str) -> None:
     store = stores.provenance()
     store.write(rows([chain(0, SECOND)]))
@@ -378,3 +381,75 @@ def test_record_ids_with_chains_and_in_the_log(stores: Stores) -> None:
     assert store.outcome_counts("s1", from_record=4) == {
         Outcome.DELIVERED: 0, Outcome.DROPPED: 1, Outcome.FAILED: 0,
     }
+
+
+# -- hop-0 rows with payloads: what a replay injects ----------------------------------------------
+class _ElsewhereLog:
+    """A stream log the provenance store cannot reach from inside its database (as one on
+    another server would be): ``window_heads`` must join it chunk by chunk."""
+
+    def __init__(self, log: StreamLog) -> None:
+        self.log = log
+
+    def entries_table(self, stream_id: str, record_ids: Sequence[int]) -> pa.Table:
+        return self.log.entries_table(stream_id, record_ids)
+
+
+def _heads_fixture(stores: Stores) -> tuple[ProvenanceStore, StreamLog, list[Chain]]:
+    store = stores.provenance()
+    t = 5 * SECOND
+    chains = [
+        chain(9, t, logical=1, origin_node="a"),
+        chain(8, t, logical=0, origin_node="b", outcome=Outcome.DROPPED, hops=2),
+        chain(7, t, logical=0, origin_node="a"),
+        chain(3, t, logical=0, origin_node="a", branch=1),
+        chain(3, t, logical=0, origin_node="a", branch=0),
+        chain(1, t, logical=0, origin_node="B"),
+        chain(4, t + 1, outcome=Outcome.FAILED, hops=1, error="bad input"),
+        *[chain(i, i * SECOND // 4) for i in range(10, 40)],  # across partitions
+        chain(50, 2 * SECOND, replay_id="r1"),  # a replay's chain: not in the original window
+    ]
+    store.write(rows(chains))
+    writer = stores.stream_log()
+    writer.append(log_rows("s1", [r for r in range(40) if r != 7]))  # 7's payload expired
+    writer.close()
+    return store, stores.stream_log(read_only=True), in_order(
+        c for c in chains if not c.replay_id)
+
+
+def _check_heads(batches: list[pa.RecordBatch], want: list[Chain]) -> None:
+    from streamprov.store.base import WINDOW_HEAD_SCHEMA
+
+    assert all(b.schema == WINDOW_HEAD_SCHEMA for b in batches)
+    got = pa.Table.from_batches(batches, WINDOW_HEAD_SCHEMA).to_pylist()
+    assert [(r["record_id"], r["branch"]) for r in got] == [(c.record_id, c.branch) for c in want]
+    for row, c in zip(got, want, strict=True):
+        assert row["origin_ts_ns"] == c.hops[0].timestamp_ns
+        assert (row["hops"], row["outcome"]) == (len(c.hops), c.outcome.value)
+        if c.branch == 0 and c.record_id != 7:
+            assert row["payload"] == f'{{"n":{c.record_id}}}'
+            assert row["key"] == (f'"k{c.record_id}"' if c.record_id % 2 == 0 else None)
+        else:  # other branches carry no payload; nor does a record the log no longer has
+            assert row["payload"] is None and row["key"] is None
+
+
+@pytest.mark.parametrize("where", ["same database", "elsewhere"])
+def test_window_heads_join_payloads_in_the_original_order(stores: Stores, where: str) -> None:
+    store, log, want = _heads_fixture(stores)
+    joined: Any = log if where == "same database" else _ElsewhereLog(log)
+    batches = list(store.window_heads("s1", 0, 100 * SECOND, log=joined, chunk_rows=7))
+    assert max(b.num_rows for b in batches) <= 7
+    _check_heads(batches, want)
+    part = list(store.window_heads("s1", 5 * SECOND, 5 * SECOND + 1, log=joined))
+    _check_heads(part, [c for c in want if c.hops[0].timestamp_ns == 5 * SECOND])
+
+
+def test_window_heads_without_a_log_or_with_nothing_logged(stores: Stores) -> None:
+    store, log, want = _heads_fixture(stores)
+    bare = list(store.window_heads("s1", 0, 100 * SECOND))
+    assert [r["record_id"] for b in bare for r in b.to_pylist()] == [c.record_id for c in want]
+    assert all(b.column("payload").null_count == b.num_rows for b in bare)
+    store.write(rows([chain(1, SECOND, stream_id="s2")]))
+    (only,) = list(store.window_heads("s2", 0, 10 * SECOND, log=log))
+    assert only.to_pylist()[0]["record_id"] == 1 and only.column("payload").null_count == 1
+    assert list(store.window_heads("s1", 90 * SECOND, 100 * SECOND, log=log)) == []

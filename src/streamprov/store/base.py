@@ -7,13 +7,14 @@ coming out, never backend rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from streamprov.errors import InvalidInput, NotFound
 from streamprov.model import Chain, Outcome, format_time_ns
@@ -62,6 +63,24 @@ LOG_ENTRY_SCHEMA = pa.schema(
     ]
 )
 """Stream-log entries as read back in bulk: key and payload as the JSON text stored."""
+
+WINDOW_HEAD_SCHEMA = pa.schema(
+    [
+        pa.field("record_id", pa.int64(), nullable=False),
+        pa.field("branch", pa.int64(), nullable=False),
+        pa.field("hops", pa.int16(), nullable=False),
+        pa.field("origin_ts_ns", pa.int64(), nullable=False),
+        pa.field("outcome", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=True),
+        pa.field("payload", pa.string(), nullable=True),
+    ]
+)
+"""The hop-0 row of each chain of a window, with its record's key and payload JSON text from
+the stream log (null on other branches than 0 and when the log no longer has the record)."""
+
+HEAD_COLUMNS = "record_id, branch, hops, origin_ts_ns, outcome"
+"""The columns of ``WINDOW_HEAD_SCHEMA`` a provenance store holds (key and payload are the
+stream log's)."""
 
 CHAIN_ORDER = ("origin_ts_ns", "origin_logical", "origin_node", "record_id", "branch")
 """The original order of a stream: hop-0 HLC stamp, then node id, then record id and branch."""
@@ -217,6 +236,29 @@ class ProvenanceStore(Protocol):
         ``chunk_rows`` rows."""
         ...
 
+    def window_heads(
+        self,
+        stream_id: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        log: StreamLog | None = None,
+        replay_id: str = "",
+        chunk_rows: int = 65536,
+    ) -> Iterator[pa.RecordBatch]:
+        """The hop-0 row of every chain of the window, in the original order, in
+        ``WINDOW_HEAD_SCHEMA``, as Arrow batches of at most ``chunk_rows`` rows: what a replay
+        injects. With ``log``, each branch-0 row carries its record's key and payload as the
+        JSON text stored in ``log`` (null when the log no longer has it); without, both are
+        null.
+
+        Where the backend can reach the log's tables (a DuckDB log file attached read-only, a
+        PostgreSQL log in the same database) the join runs inside the database; otherwise it
+        runs chunk by chunk through ``log.entries_table``. Memory stays bounded by the chunk
+        size either way. Raises as ``window_rows``, before the first batch is asked for.
+        """
+        ...
+
     def latencies_ns(self, stream_id: str, replay_id: str = "") -> pa.Array:
         """End-to-end latency (last hop minus hop 0) of every chain, int64 ns."""
         ...
@@ -275,3 +317,32 @@ class StreamLog(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def without_payloads(heads: pa.RecordBatch) -> pa.RecordBatch:
+    """Hop-0 rows (``HEAD_COLUMNS``) in ``WINDOW_HEAD_SCHEMA``, key and payload null."""
+    n = heads.num_rows
+    cols = [heads.column(f.name).cast(f.type) for f in WINDOW_HEAD_SCHEMA
+            if f.name not in ("key", "payload")]
+    return pa.RecordBatch.from_arrays(
+        [*cols, pa.nulls(n, pa.string()), pa.nulls(n, pa.string())], schema=WINDOW_HEAD_SCHEMA)
+
+
+def join_payloads(heads: Iterable[pa.RecordBatch], log: StreamLog | None,
+                  stream_id: str) -> Iterator[pa.RecordBatch]:
+    """The generic ``window_heads`` join, one chunk at a time (one ``entries_table`` call per
+    chunk): for a store that cannot reach the log's tables from inside its database."""
+    for batch in heads:
+        out = without_payloads(batch)
+        first = pc.equal(out.column("branch"), 0)
+        if log is None or not pc.any(first).as_py():
+            yield out
+            continue
+        ids = out.column("record_id").filter(first)
+        found = log.entries_table(stream_id, ids.to_numpy(zero_copy_only=False))
+        pos = pc.index_in(out.column("record_id"), found.column("record_id"))
+        pos = pc.if_else(first, pos, pa.scalar(None, pos.type))
+        key = found.column("key").take(pos).combine_chunks()
+        payload = found.column("payload").take(pos).combine_chunks()
+        yield pa.RecordBatch.from_arrays([*out.columns[:5], key, payload],
+                                         schema=WINDOW_HEAD_SCHEMA)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,18 +39,27 @@ from streamprov.errors import SchemaVersionError, StoreError
 from streamprov.model import Chain, Outcome
 from streamprov.store.base import (
     DEFAULT_PARTITION_NS,
+    HEAD_COLUMNS,
     LOG_ENTRY_SCHEMA,
     PROVENANCE_SCHEMA,
     STREAM_LOG_SCHEMA,
+    WINDOW_HEAD_SCHEMA,
     ChainCursor,
     LogEntry,
+    StreamLog,
     StreamSummary,
     bucket_start,
     check_window,
     expired_window,
+    join_payloads,
     unknown_stream,
 )
-from streamprov.store.rows import SELECT_COLUMNS, ChainAssembler, assemble, conform
+from streamprov.store.rows import (
+    SELECT_COLUMNS,
+    ChainAssembler,
+    assemble,
+    conform,
+)
 
 SCHEMA_VERSION = 2
 """1: catalog and per-stream tables. 2: the catalog records where retention cut each stream
@@ -472,6 +482,91 @@ class DuckDBProvenanceStore(_DuckDBFile):
                 if batch.num_rows:
                     yield batch
         finally:
+            con.close()
+
+    def window_heads(
+        self,
+        stream_id: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        log: StreamLog | None = None,
+        replay_id: str = "",
+        chunk_rows: int = 65536,
+    ) -> Iterator[pa.RecordBatch]:
+        """Hop-0 rows with payloads. A ``DuckDBStreamLog`` opened read-only (so no process can
+        be writing it) is attached to this connection read-only for the query, and the join
+        and the ordering run inside DuckDB, streamed out in Arrow batches; any other log is
+        joined chunk by chunk (``join_payloads``)."""
+        table = self._window_table(stream_id, start_ns, end_ns)  # raise now, not when iterated
+        chunk_rows = max(1, chunk_rows)
+        if (isinstance(log, DuckDBStreamLog) and log.read_only and log._con is not None
+                and log.path.resolve() != self.path.resolve()):
+            return self._joined_heads(table, log, stream_id, start_ns, end_ns, replay_id,
+                                      chunk_rows)
+        return join_payloads(
+            self._heads(table, start_ns, end_ns, replay_id, chunk_rows), log, stream_id)
+
+    def _heads(
+        self, table: str, start_ns: int, end_ns: int, replay_id: str, chunk_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        con = self._require().cursor()
+        try:
+            reader = con.sql(
+                f"SELECT {HEAD_COLUMNS} FROM {table} WHERE replay_id = ? AND hop = 0 "
+                f"AND origin_ts_ns >= ? AND origin_ts_ns < ? ORDER BY {_ORDER}",
+                params=[replay_id, start_ns, end_ns],
+            ).to_arrow_reader(chunk_rows)
+            for batch in reader:
+                if batch.num_rows:
+                    yield batch
+        finally:
+            con.close()
+
+    def _joined_heads(
+        self, table: str, log: DuckDBStreamLog, stream_id: str, start_ns: int, end_ns: int,
+        replay_id: str, chunk_rows: int,
+    ) -> Iterator[pa.RecordBatch]:
+        log_table = log._table(stream_id)
+        if log_table is None:  # nothing logged for the stream: every payload is missing
+            yield from join_payloads(
+                self._heads(table, start_ns, end_ns, replay_id, chunk_rows), None, stream_id)
+            return
+        con = self._require().cursor()
+        alias = f"streamprov_log_{secrets.token_hex(4)}"
+        where = ("p.replay_id = $replay AND p.hop = 0 AND p.origin_ts_ns >= $start "
+                 "AND p.origin_ts_ns < $end")
+        params: dict[str, Any] = {"replay": replay_id, "start": start_ns, "end": end_ns}
+        try:
+            try:
+                path = str(log.path.resolve()).replace("'", "''")
+                con.execute(f"ATTACH '{path}' AS {alias} (READ_ONLY)").fetchall()
+            except duckdb.Error:  # (another database of that name, a lock): join outside
+                yield from join_payloads(
+                    self._heads(table, start_ns, end_ns, replay_id, chunk_rows), log, stream_id)
+                return
+            # the window's record-id range lets the log's zone maps skip the rest of the stream
+            (bounds,) = con.execute(
+                f"SELECT min(record_id), max(record_id) FROM {table} p WHERE {where}", params
+            ).fetchall()
+            if bounds[0] is None:
+                return
+            params.update(lo=int(bounds[0]), hi=int(bounds[1]))
+            reader = con.sql(
+                "SELECT p.record_id, p.branch, p.hops, p.origin_ts_ns, p.outcome, "
+                f"l.key, l.payload FROM {table} p LEFT JOIN "
+                f"(SELECT record_id, key, payload FROM {alias}.{log_table} "
+                " WHERE record_id BETWEEN $lo AND $hi) l "
+                f"ON l.record_id = p.record_id AND p.branch = 0 WHERE {where} "
+                f"ORDER BY p.{_ORDER.replace(', ', ', p.')}",
+                params=params,
+            ).to_arrow_reader(chunk_rows)
+            for batch in reader:
+                if batch.num_rows:
+                    yield batch.cast(WINDOW_HEAD_SCHEMA)
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                con.execute(f"DETACH DATABASE IF EXISTS {alias}").fetchall()
             con.close()
 
     def _window_table(self, stream_id: str, start_ns: int, end_ns: int) -> str:

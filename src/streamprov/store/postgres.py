@@ -54,20 +54,29 @@ from streamprov.errors import InvalidInput, SchemaVersionError, StoreError
 from streamprov.model import Chain, Outcome
 from streamprov.store.base import (
     DEFAULT_PARTITION_NS,
+    HEAD_COLUMNS,
     LOG_ENTRY_SCHEMA,
     PROVENANCE_SCHEMA,
     STREAM_LOG_SCHEMA,
+    WINDOW_HEAD_SCHEMA,
     ChainCursor,
     LogEntry,
+    StreamLog,
     StreamSummary,
     bucket_start,
     check_window,
     expired_window,
+    join_payloads,
     unknown_stream,
 )
 from streamprov.store.pgcopy import HEADER, TRAILER, CopyEncoder
 from streamprov.store.pgurl import PgTarget, parse_url
-from streamprov.store.rows import SELECT_COLUMNS, SELECT_NAMES, ChainAssembler, conform
+from streamprov.store.rows import (
+    SELECT_COLUMNS,
+    SELECT_NAMES,
+    ChainAssembler,
+    conform,
+)
 
 SCHEMA_VERSION = 1
 """Version of the table layout this code writes and understands."""
@@ -84,6 +93,8 @@ T = TypeVar("T")
 
 _ORDER = "origin_ts_ns, origin_logical, origin_node, record_id, branch"
 _ROW_SCHEMA = pa.schema([PROVENANCE_SCHEMA.field(name) for name in SELECT_NAMES])
+_HEAD_SCHEMA = pa.schema(
+    [WINDOW_HEAD_SCHEMA.field(name) for name in HEAD_COLUMNS.split(", ")])
 _LIKE = "INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES"
 """New partitions are made standalone, then attached: ``ATTACH PARTITION`` takes a lock that
 lets COPYs into the parent go on, where ``CREATE TABLE ... PARTITION OF`` waits for them all
@@ -764,6 +775,38 @@ class PostgresProvenanceStore(_PgStore):
         )
         return (_record_batch(rows) for rows in chunks)
 
+    def window_heads(
+        self,
+        stream_id: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        log: StreamLog | None = None,
+        replay_id: str = "",
+        chunk_rows: int = 65536,
+    ) -> Iterator[pa.RecordBatch]:
+        """Hop-0 rows with payloads: joined on the server when ``log`` is a PostgreSQL log
+        in the same database (same server, database and user), else chunk by chunk."""
+        self._window_checked(stream_id, start_ns, end_ns)
+        chunk_rows = max(1, chunk_rows)
+        params = [stream_id, replay_id, start_ns, end_ns]
+        where = ("p.stream_id = %s AND p.replay_id = %s AND p.hop = 0 "
+                 "AND p.origin_ts_ns >= %s AND p.origin_ts_ns < %s")
+        order = "p." + _ORDER.replace(", ", ", p.")
+        if isinstance(log, PostgresStreamLog) and log.target.conninfo == self.target.conninfo:
+            query = (
+                "SELECT p.record_id, p.branch, p.hops, p.origin_ts_ns, p.outcome, l.key, "
+                f"l.payload FROM {self._root} p LEFT JOIN {log._root} l ON p.branch = 0 "
+                f"AND l.stream_id = p.stream_id AND l.record_id = p.record_id WHERE {where} "
+                f"ORDER BY {order}"
+            )
+            chunks = self._stream_rows("reading a window", query, params, chunk_rows)
+            return (_batch(rows, WINDOW_HEAD_SCHEMA) for rows in chunks)
+        query = f"SELECT {HEAD_COLUMNS} FROM {self._root} p WHERE {where} ORDER BY {order}"
+        chunks = self._stream_rows("reading a window", query, params, chunk_rows)
+        heads = (_batch(rows, _HEAD_SCHEMA) for rows in chunks)
+        return join_payloads(heads, log, stream_id)
+
     def outcome_counts(self, stream_id: str, replay_id: str = "", *,
                        from_record: int = 0) -> dict[Outcome, int]:
         counts = dict.fromkeys(Outcome, 0)
@@ -892,10 +935,14 @@ def _assemble_rows(chunks: Iterable[list[tuple[Any, ...]]]) -> Iterator[list[Cha
 
 
 def _record_batch(rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
+    return _batch(rows, _ROW_SCHEMA)
+
+
+def _batch(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.RecordBatch:
     columns = list(zip(*rows, strict=True))
     return pa.RecordBatch.from_arrays(
-        [pa.array(col, type=f.type) for col, f in zip(columns, _ROW_SCHEMA, strict=True)],
-        schema=_ROW_SCHEMA,
+        [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)],
+        schema=schema,
     )
 
 
