@@ -1,11 +1,13 @@
 """Reconstruction: a window of a stream rebuilt in its original order into an Arrow IPC file.
 
-The window's chains are read from the provenance store by hop-0 time in the original order
-(hop-0 HLC timestamp, logical counter, node id, record id; ``CHAIN_ORDER``), chunk by chunk,
-and joined with their payloads from the stream log. Each chunk is appended to the file and
-dropped, so memory stays bounded whatever the window's size. The file, not the stores, is what
-the replay's source reads: a DuckDB file admits one process at a time, and the deployment's
-writer process needs the provenance store while the replay runs.
+The hop-0 rows of the window's chains are read from the provenance store in the original
+order (hop-0 HLC timestamp, logical counter, node id, record id; ``CHAIN_ORDER``), chunk by
+chunk, joined with their payloads from the stream log (``ProvenanceStore.window_heads``:
+inside the database where the store can reach the log's tables, else chunk by chunk). Each
+chunk is appended to the file and dropped, so memory stays bounded whatever the window's
+size. The file, not the stores, is what the replay's source reads: a DuckDB file admits one
+process at a time, and the deployment's writer process needs the provenance store while the
+replay runs.
 
 Which records are replayed: one per original record (branch 0 of its chains; the branches a
 ``flat_map`` made are re-made by the replay). Records that failed at the source (unreadable
@@ -59,7 +61,7 @@ class WindowFile:
 
 
 def reconstruct(store: ProvenanceStore, log: StreamLog, stream_id: str, start_ns: int,
-                end_ns: int, path: Path, *, chunk_rows: int = 262_144,
+                end_ns: int, path: Path, *, chunk_rows: int = 131_072,
                 on_progress: Callable[[int], None] | None = None,
                 cancelled: Callable[[], bool] | None = None) -> WindowFile:
     """Write the window ``[start_ns, end_ns)`` of ``stream_id`` to ``path`` (Arrow IPC file).
@@ -69,18 +71,13 @@ def reconstruct(store: ProvenanceStore, log: StreamLog, stream_id: str, start_ns
     deletes it).
     """
     out = WindowFile(path)
-    rows_iter = store.window_rows(stream_id, start_ns, end_ns, chunk_rows=chunk_rows)
+    heads_iter = store.window_heads(stream_id, start_ns, end_ns, log=log, chunk_rows=chunk_rows)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, WINDOW_FILE_SCHEMA) as w:
-        for batch in rows_iter:
+        for heads in heads_iter:
             if cancelled is not None and cancelled():
                 break
-            heads = batch.filter(pc.equal(batch.column("hop"), 0))
-            if heads.num_rows == 0:
-                continue
-            rid = heads.column("record_id").to_numpy(zero_copy_only=False)
             branch = heads.column("branch").to_numpy(zero_copy_only=False)
             hops = heads.column("hops").to_numpy(zero_copy_only=False)
-            ts = heads.column("ts_ns").to_numpy(zero_copy_only=False)
             outcome = heads.column("outcome")
             is_failed = pc.equal(outcome, "failed").to_numpy(zero_copy_only=False)
             source_failed = (hops == 1) & is_failed
@@ -89,34 +86,31 @@ def reconstruct(store: ProvenanceStore, log: StreamLog, stream_id: str, start_ns
             for item in pc.value_counts(kept_outcomes).to_pylist():
                 name = str(item["values"])
                 out.outcomes[name] = out.outcomes.get(name, 0) + int(item["counts"])
-            inject = keep & (branch == 0)
+            rid = heads.column("record_id").to_numpy(zero_copy_only=False)
             out.skipped_failed_at_source += int(source_failed.sum())
             out.chains += int(keep.sum())
             # (when payloads are missing, fidelity is "unknown" whatever the digest says)
             out.digest.add(rid[keep], branch[keep], kept_outcomes)
-            ids = rid[inject]
-            its = ts[inject]
-            if not len(ids):
+            inject = keep & (branch == 0)
+            have = pc.is_valid(heads.column("payload")).to_numpy(zero_copy_only=False)
+            out.missing_payloads += int((inject & ~have).sum())
+            inject &= have
+            if not inject.any():
                 continue
             # the stored JSON text goes straight into the file: no parsing, no re-encoding
-            found = log.entries_table(stream_id, ids)
-            pos = pc.index_in(pa.array(ids), found.column("record_id"))
-            have = pc.is_valid(pos).to_numpy(zero_copy_only=False)
-            out.missing_payloads += int((~have).sum())
-            if not have.any():
-                continue
-            order = pc.drop_null(pos)
-            ids, its = ids[have], its[have]
-            table = pa.table([pa.array(ids, pa.int64()), pa.array(its, pa.int64()),
-                              found.column("key").take(order),
-                              found.column("payload").take(order)],
-                             schema=WINDOW_FILE_SCHEMA)
+            rows = pa.RecordBatch.from_arrays(
+                [heads.column("record_id"), heads.column("origin_ts_ns"), heads.column("key"),
+                 heads.column("payload")], names=WINDOW_FILE_SCHEMA.names)
+            if not inject.all():
+                rows = rows.filter(pa.array(inject))
+            table = pa.Table.from_batches([rows]).cast(WINDOW_FILE_SCHEMA)
             for part in table.to_batches(max_chunksize=FILE_BATCH_ROWS):
                 w.write_batch(part)
+            its = rows.column("origin_ts_ns")
             if out.first_ns is None:
-                out.first_ns = int(its[0])
-            out.last_ns = int(its[-1])
-            out.records += len(ids)
+                out.first_ns = int(its[0].as_py())
+            out.last_ns = int(its[-1].as_py())
+            out.records += rows.num_rows
             if on_progress is not None:
                 on_progress(out.records)
     return out
