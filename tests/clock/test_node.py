@@ -113,6 +113,15 @@ def test_all_replicas_down_bound_grows_then_resyncs(service: TimestampService) -
         assert nc.error_bound_ns() < b2
         stamps += [hlc.stamp_one() for _ in range(10)]
         assert all(a < b for a, b in itertools.pairwise(stamps))
+        # the history shows the outage (a point's bound is the widest over its rounds, the
+        # resync round's included), and narrow bounds again once the rounds after it are in
+        history = nc.status().history
+        assert len(history) >= st.syncs_ok
+        assert all(a[0] < b[0] for a, b in itertools.pairwise(history))
+        assert max(e for _, _, e in history) >= b1
+        assert wait_for(lambda: nc.status().history[-1][2] < b1, timeout_s=5)
+        last = nc.status().to_json()["history"][-1]
+        assert len(last) == 3 and all(isinstance(x, int) for x in last)
     finally:
         nc.stop()
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from streamprov.clock.history import SyncHistory
 from streamprov.clock.ntp import (
     LEAP_ALARM,
     MAX_STRATUM,
@@ -143,7 +144,9 @@ class SyncClient:
 
     ``start`` runs rounds on a daemon thread (first round at once); ``sync_now`` runs one round
     on the calling thread (tests). Never touches the system clock. ``on_tick`` is called from
-    the thread after every round and every poll (for tolerance bookkeeping).
+    the thread after every round and every poll (for tolerance bookkeeping). ``history``
+    keeps each round's time, offset and widest error bound (``SyncHistory``), from the first
+    successful sync on.
     """
 
     def __init__(
@@ -176,6 +179,7 @@ class SyncClient:
         self.last_sync_ns: int | None = None
         """Corrected time of the latest successful sync (Unix ns)."""
         self.last_sync_boot_ns: int | None = None
+        self.history = SyncHistory()
         self._down_until: dict[int, int] = {}
         self._sockets: dict[int, socket.socket] = {}
         self._kernel_stamps: dict[int, bool] = {}
@@ -220,6 +224,8 @@ class SyncClient:
     def sync_now(self) -> bool:
         """One round: returns True when a server answered and the clock was updated."""
         now = _boot_ns()
+        # the bound only grows between syncs: read now, it is the widest since the last round
+        widest = self.clock.error_bound_ns()
         ready = [t for t in self.targets if self._down_until.get(t.source, 0) <= now]
         for target in ready or list(self.targets):
             if self._stop.is_set():
@@ -229,7 +235,9 @@ class SyncClient:
                 self._down_until[target.source] = _boot_ns() + int(self.retry_after_s * 1e9)
                 continue
             self._down_until.pop(target.source, None)
-            self.clock.update(sample)
+            est = self.clock.update(sample)
+            self.history.add(self.clock.now_ns(), est.offset_ns,
+                             max(widest, self.clock.error_bound_ns()))
             if self.current is not None and self.current.source != target.source:
                 self.failovers += 1
             self.current = target
@@ -241,6 +249,11 @@ class SyncClient:
         self.current = None
         self.syncs_failed += 1
         self.consecutive_failures += 1
+        known = self.clock.estimate
+        if known is not None:  # an outage: the offset as extrapolated, the bound as it grows
+            raw = self.clock.raw.now_ns()
+            self.history.add(self.clock.correct(raw), known.offset_at(raw),
+                             max(widest, self.clock.error_bound_ns()))
         return False
 
     def _socket(self, target: Target) -> socket.socket | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from streamprov.clock.client import SyncClient, Target
 from streamprov.clock.config import ClockConfig, SkewPolicy, replica_name
+from streamprov.clock.history import Point
 from streamprov.clock.physical import PhysicalClock
 from streamprov.clock.ring import ReplicaRing
 from streamprov.clock.service import raw_clock_for
@@ -63,6 +64,9 @@ class ClockStatus:
     failovers: int
     steps: int
     """Raw-clock steps detected."""
+    history: tuple[Point, ...] = ()
+    """``(time_ns, offset_ns, error_ns)`` per sync round, at most ``MAX_POINTS`` evenly
+    thinned (``SyncHistory``); empty while sync is off or before the first sync."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +79,7 @@ class ClockStatus:
             "policy": self.policy, "accepting": self.accepting, "violations": self.violations,
             "stampsOutOfTolerance": self.stamps_out_of_tolerance, "syncsOk": self.syncs_ok,
             "syncsFailed": self.syncs_failed, "failovers": self.failovers, "steps": self.steps,
+            "history": [list(p) for p in self.history],
         }
 
 
@@ -235,6 +240,7 @@ class NodeClock:
             syncs_failed=client.syncs_failed if client is not None else 0,
             failovers=client.failovers if client is not None else 0,
             steps=clock.steps if clock is not None else 0,
+            history=tuple(client.history.points()) if client is not None else (),
         )
 
 
