@@ -66,7 +66,7 @@ def pages(demo: Demo) -> list[tuple[str, str, int]]:
         ("record", "/ui/record?stream=demo", 1),
         ("replay", f"/ui/replay?id={r0}", 2),
         ("compare", f"/ui/compare?ids={r0},{r1}", 2),
-        ("clocks", "/ui/clocks?stream=demo", 2),
+        ("clocks", "/ui/clocks?stream=demo", 3),
         ("scaling", "/ui/scaling", 1),
         ("tune", f"/ui/tune?id={demo.tuning['tuneId']}", 1),
     ]
@@ -81,6 +81,8 @@ def test_dashboard_pages(browser: Any, served: str, demo: Demo, shots: Path) -> 
             assert "demo" in text and demo.replays[0]["replayId"] in text
         if name == "record":
             assert "since previous" in text and "demo/parse/" in text
+        if name == "clocks":  # the last run's sync histories: offsets and bounds over time
+            assert "each sync round" in text and "demo/parse/0" in text
         if name == "compare":
             assert all(d["replayId"] in text for d in demo.replays)
 

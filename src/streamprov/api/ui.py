@@ -72,8 +72,8 @@ def install(api: FastAPI, application: App, engine: ReplayEngine, tuning: Tuning
 
     @api.get("/ui/data/clocks", tags=["observability"])
     def ui_clocks(streamId: str, replayId: str = "") -> dict[str, Any]:
-        """Per node, the error bound its hops carried over time; offsets at the last syncs;
-        the skew tolerance."""
+        """Per node, the error bound its hops carried over time; offsets and bounds at the last
+        run's sync rounds; the skew tolerance."""
         validate_id(streamId, "streamId")
         if replayId:
             validate_id(replayId, "replayId")

@@ -1,6 +1,6 @@
 """Plot data computed from the provenance store: a replay's (or run's) latency CDF and
-throughput over time, and node clocks' error bounds over time. Plain JSON (lists of numbers),
-the same for the dashboard and the HTML reports.
+throughput over time, and node clocks' error bounds and offsets over time. Plain JSON (lists
+of numbers), the same for the dashboard and the HTML reports.
 
 Series of finished replays never change, so they are cached in ``observe/series/`` in the data
 dir: a page load after the first reads one small file instead of the replay's chains.
@@ -111,7 +111,8 @@ def stream_series(application: App, stream_id: str) -> dict[str, Any]:
 
 def clock_series(application: App, stream_id: str, replay_id: str = "") -> dict[str, Any]:
     """Per node, the clock error bound its hops carried over time (max per time bin), and the
-    offsets known at the nodes' last syncs (from the last run and the replays' reports)."""
+    offsets and bounds of the last run's nodes at their last sync and over the run (their sync
+    histories, from ``App.clock_status()``)."""
     validate_id(stream_id, "streamId")
     node_parts: dict[str, tuple[list[npt.NDArray[np.int64]], list[npt.NDArray[np.int64]]]] = {}
     with application.provenance() as store:
@@ -149,12 +150,18 @@ def clock_series(application: App, stream_id: str, replay_id: str = "") -> dict[
 
 
 def clock_offsets(statuses: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Offsets and bounds at each node's last sync (``ClockStatus.to_json`` entries)."""
+    """Offsets and bounds at each node's last sync (``ClockStatus.to_json`` entries), and
+    over the run: ``history`` ``{t (s), offsetMs, errorMs}`` per sync round (empty when the
+    status predates sync histories)."""
     out = []
     for n in statuses:
         if n.get("offsetNs") is None or not n.get("lastSyncNs"):
             continue
+        points = [p for p in n.get("history") or [] if len(p) == 3]
         out.append({"nodeId": n["nodeId"], "t": n["lastSyncNs"] / 1e9,
                     "offsetMs": n["offsetNs"] / 1e6, "errorMs": (n.get("errorNs") or 0) / 1e6,
-                    "withinTolerance": bool(n.get("withinTolerance"))})
+                    "withinTolerance": bool(n.get("withinTolerance")),
+                    "history": {"t": [round(p[0] / 1e9, 6) for p in points],
+                                "offsetMs": [round(p[1] / 1e6, 6) for p in points],
+                                "errorMs": [round(p[2] / 1e6, 6) for p in points]}})
     return out

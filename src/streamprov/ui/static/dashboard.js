@@ -142,6 +142,8 @@
         fill: "rgba(44,160,44,0.10)", spanGaps: true }]),
     }, data);
     const offs = clocks.offsets || [];
+    const histories = offs.filter((o) => o.history && o.history.t.length);
+    if (histories.length) return plotClockHistories(container, histories, clocks.maxSkewMs);
     const area2 = plotBox(container, "clock offset at each node's last sync, with the tolerance band");
     if (!offs.length) return empty(area2, "no node has synchronized (clock sync off?)");
     const ts = offs.map((o) => o.t);
@@ -159,6 +161,56 @@
         { label: "-tolerance", stroke: "#2ca02c", dash: [6, 4], spanGaps: true }]),
     }, data2);
   };
+
+  // The last run's sync rounds per node: the offset with its error bound around it, and the
+  // bound itself against the tolerance (a point's bound is the widest over its rounds).
+  function plotClockHistories(container, offs, maxSkewMs) {
+    const allT = offs.flatMap((o) => o.history.t);
+    const tMin = Math.min(...allT), tMax = Math.max(...allT);
+    const tol = [[tMin, tMax], [maxSkewMs, maxSkewMs]];
+    const area = plotBox(container, "clock offset per node over the last run (each sync " +
+      "round), shaded: ± its error bound; dashed: ± tolerance " + maxSkewMs + " ms");
+    const tables = [];
+    const series = [{}];
+    const bands = [];
+    offs.forEach((o, i) => {
+      const hs = o.history;
+      tables.push([hs.t, hs.offsetMs],
+        [hs.t, hs.offsetMs.map((v, k) => v + hs.errorMs[k])],
+        [hs.t, hs.offsetMs.map((v, k) => v - hs.errorMs[k])]);
+      const at = series.length;
+      series.push({ label: o.nodeId, stroke: color(i), width: 2, spanGaps: true },
+        { label: o.nodeId + " +bound", stroke: color(i) + "55", width: 1, spanGaps: true },
+        { label: o.nodeId + " -bound", stroke: color(i) + "55", width: 1, spanGaps: true });
+      bands.push({ series: [at + 1, at + 2], fill: color(i) + "22" });
+    });
+    tables.push(tol, [tol[0], [-maxSkewMs, -maxSkewMs]]);
+    series.push({ label: "+tolerance", stroke: "#2ca02c", dash: [6, 4], spanGaps: true },
+      { label: "-tolerance", stroke: "#2ca02c", dash: [6, 4], spanGaps: true });
+    const lim = Math.max(maxSkewMs, ...offs.flatMap((o) => o.history.offsetMs.map((v, k) =>
+      Math.abs(v) + o.history.errorMs[k]))) * 1.15 || 1;
+    const u = draw(area, { scales: { x: { time: true }, y: { range: [-lim, lim] } },
+      axes: [{}, { label: "offset (ms)" }], series: series, bands: bands }, joined(tables));
+    // the bound lines only edge the shading: keep them out of the legend
+    const edges = new Set(bands.flatMap((b) => b.series));
+    u.root.querySelectorAll(".u-legend .u-series").forEach((row, k) => {
+      if (edges.has(k)) row.style.display = "none";
+    });
+
+    const area2 = plotBox(container, "clock error bound per node at each sync round (the " +
+      "widest since the round before), with the tolerance band");
+    const tables2 = offs.map((o) => [o.history.t, o.history.errorMs]).concat([tol]);
+    const maxErr = Math.max(maxSkewMs, ...offs.flatMap((o) => o.history.errorMs));
+    draw(area2, {
+      scales: { x: { time: true }, y: { range: [0, maxErr * 1.1 || 1] } },
+      axes: [{}, { label: "error bound (ms)" }],
+      series: [{}].concat(offs.map((o, i) => ({ label: o.nodeId, stroke: color(i), width: 1.5,
+        spanGaps: true, paths: uPlot.paths.stepped({ align: 1 }),
+        points: { show: true, size: 5, fill: color(i) } })),
+      [{ label: "tolerance", stroke: "#2ca02c", width: 2, dash: [6, 4],
+        fill: "rgba(44,160,44,0.10)", spanGaps: true }]),
+    }, joined(tables2));
+  }
 
   function nodesOf(x) {
     if (typeof x === "number") return x;
