@@ -2,10 +2,18 @@
 
 Record ``i`` is due at ``t0 + (ts_i - ts_0) / speed``, where ``t0`` is when injection starts
 and ``ts_i`` the record's original hop-0 time, so the original gaps are kept (divided by the
-speed). Every record due by the time the source gets to run is emitted at once, up to a batch;
-the **pacing lag** of each record is ``actual emit time - due time``, kept in a histogram.
-The source never waits longer to hide lag: when the pipeline cannot keep up (backpressure
-blocks the source), the lag grows and the report shows it.
+speed). A batch leaves when its first record is due and holds the records due within
+``quantum_ns`` of it (when the source is late: every record already due, up to the batch
+size); the **pacing lag** of each record is ``actual emit time - due time``, measured as the
+batch is handed to the runtime and kept in a histogram. The source never waits longer to hide
+lag: when the pipeline cannot keep up (backpressure blocks the source), the lag grows and the
+report shows it.
+
+To emit on time the source does its own work ahead (JSON decoding, loading the next file
+batch) while it waits, sleeps until ``SPIN_NS`` before a batch is due and spins for the rest,
+turns off garbage collection while injecting, and asks for fine timers, a short scheduler
+slice and (where permitted) a higher priority: on a busy machine a sleeping process otherwise
+wakes milliseconds late.
 
 The source runs in its own process (one instance: a replay keeps the window's total order).
 It is controlled through files beside the window file, because the driver cannot reach into
@@ -15,6 +23,8 @@ it: injection starts when ``<window>.go`` exists (every node is up), and stops e
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import time
 from collections.abc import Iterator
@@ -30,13 +40,24 @@ from streamprov.metrics.histogram import LatencyHistogram
 from streamprov.runtime.sources import SourceChunk
 
 _GO_TIMEOUT_S = 300.0
-_SLICE_S = 0.05
-_DECODE_AHEAD = 256
+_CANCEL_EVERY_NS = 10_000_000
+_DECODE_SLICE = 32
+_SLICE_COST_NS = 150_000
+"""Time a slice of preparation may take at most, as far as the wait loop assumes."""
 
 QUANTUM_NS = 500_000
-"""Records due within this long of the first one due are emitted together (0.5 ms): a batch
+"""Records due within this long of the first one of a batch leave with it (0.5 ms): a batch
 per record would cost more in inter-process messages than the pacing gains. A record so
-emitted is early by at most this much; its (negative) lag counts in the pacing error."""
+emitted is early by less than this much; its (negative) lag counts in the pacing error."""
+
+SPIN_NS = 200_000
+"""The source sleeps until this long before a batch is due and spins on the clock for the
+rest: a sleeping process wakes a little late, by more when the machine is busy."""
+
+_PRECISE_PRIORITY = -5
+"""Niceness the source asks for (granted with the privilege to raise priority, else it stays
+as it is): the one process whose timing is measured should not wait behind the pipeline's
+nodes for a core when its batch is due."""
 
 
 def go_path(window: Path) -> Path:
@@ -47,21 +68,72 @@ def cancel_path(window: Path) -> Path:
     return window.with_name(window.name + ".cancel")
 
 
-class _Decoder:
-    """JSON of one file batch, decoded a slice at a time (ahead of need, while waiting)."""
+_SLICE_NS = 100_000
+"""Time slice the source asks the scheduler for (Linux 6.12+): see ``_short_slice``."""
+_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}
 
-    def __init__(self, rb: pa.RecordBatch) -> None:
-        self.texts = rb.column("payload").to_pylist()
-        self.key_texts = rb.column("key").to_pylist()
+
+def _short_slice(slice_ns: int) -> None:
+    """Ask for a short time slice (``sched_setattr`` with ``sched_runtime`` under the default
+    policy; Linux 6.12+ with EEVDF, no privilege needed): a task with a short slice gets an
+    earlier deadline, so it runs sooner after it wakes. Older kernels ignore it."""
+    import ctypes
+    import struct
+
+    number = _SCHED_SETATTR.get(os.uname().machine)
+    if number is None:
+        return
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    # struct sched_attr (version 1, 56 bytes): size, policy (SCHED_OTHER), flags, nice,
+    # priority, runtime (the slice), deadline, period, util_min, util_max
+    attr = struct.pack("=IIQiIQQQII", 56, 0, 0, nice, 0, slice_ns, 0, 0, 0, 0)
+    ctypes.CDLL(None, use_errno=True).syscall(number, 0, ctypes.create_string_buffer(attr, 56), 0)
+
+
+def _precise_timers() -> None:
+    """Best effort, Linux: 1 us timer slack (the default 50 us makes sleeps end late), a
+    higher priority when the process may raise it, and a short time slice."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(29, 1000, 0, 0, 0)  # PR_SET_TIMERSLACK
+    with contextlib.suppress(Exception):
+        if os.getpriority(os.PRIO_PROCESS, 0) > _PRECISE_PRIORITY:
+            os.setpriority(os.PRIO_PROCESS, 0, _PRECISE_PRIORITY)
+    with contextlib.suppress(Exception):
+        _short_slice(_SLICE_NS)
+
+
+class _Batch:
+    """One file batch: due offsets, and ids and JSON turned into Python a slice at a time,
+    ahead of the records' due times (never between a batch's due time and its emission)."""
+
+    def __init__(self, rb: pa.RecordBatch, ts0: int, inv_speed: float) -> None:
+        ts = rb.column("origin_ts_ns").to_numpy()
+        self.offset_ns = ((ts - ts0) * inv_speed).astype(np.int64)
+        self.ts0 = ts0
+        self.rb = rb
+        self.ids: list[int] = []
         self.payloads: list[Any] = []
         self.keys: list[Any] = []
+        self.lag_ns = np.zeros(rb.num_rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.rb.num_rows)
+
+    @property
+    def decoded(self) -> int:
+        return len(self.payloads)
 
     def decode(self, upto: int) -> None:
+        lo = len(self.payloads)
+        if upto <= lo:
+            return
+        part = self.rb.slice(lo, upto - lo)
         loads = orjson.loads
-        for k in range(len(self.payloads), min(upto, len(self.texts))):
-            self.payloads.append(loads(self.texts[k]))
-            kt = self.key_texts[k]
-            self.keys.append(None if kt is None else loads(kt))
+        self.ids += part.column("record_id").to_pylist()
+        self.payloads += [loads(t) for t in part.column("payload").to_pylist()]
+        self.keys += [None if t is None else loads(t) for t in part.column("key").to_pylist()]
 
 
 class ReplaySource:
@@ -105,6 +177,32 @@ class ReplaySource:
         return True
 
     def read(self, index: int, count: int, batch_size: int) -> Iterator[SourceChunk]:
+        """Record ``i`` of a batch leaves at its due time (the first of the batch is never
+        early): the source decodes ahead while it waits, sleeps until ``SPIN_NS`` before the
+        due time and spins for the rest, then measures and yields. A batch holds the records
+        due within ``quantum_ns`` of its first, and when the source is late, every record
+        already due (up to ``batch_size``), so it catches up without ever sending early."""
+        reader = pa.ipc.open_file(pa.memory_map(self.path, "r"))
+        batches: list[_Batch] = []
+        if reader.num_record_batches:
+            first_rb = reader.get_batch(0)
+            ts0 = int(first_rb.column("origin_ts_ns")[0].as_py()) if first_rb.num_rows else 0
+            batches.append(_Batch(first_rb, ts0, 1.0 / self.speed))
+            batches[0].decode(len(batches[0]))  # before the start: costs no pacing
+        _precise_timers()
+        # no garbage collection while injecting: a full collection stalls the schedule for
+        # milliseconds, and what the source allocates (decoded payloads) holds no cycles
+        collecting = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        try:
+            yield from self._inject(reader, batches, batch_size)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _inject(self, reader: pa.ipc.RecordBatchFileReader, batches: list[_Batch],
+                batch_size: int) -> Iterator[SourceChunk]:
         window = Path(self.path)
         cancel = cancel_path(window)
         late = LatencyHistogram()
@@ -113,60 +211,82 @@ class ReplaySource:
         cancelled = False
         last_lag = 0
         first_emit_ns = last_emit_ns = 0
+        clock = time.perf_counter_ns
+        total = reader.num_record_batches
+        inv = 1.0 / self.speed
+        quantum = self.quantum_ns
+        ts0 = batches[0].ts0 if batches else 0
         if not self._wait_for_go(window):
             cancelled = True
-        else:
-            reader = pa.ipc.open_file(pa.memory_map(self.path, "r"))
-            t0 = time.perf_counter_ns()
-            wall0 = time.time_ns()
-            ts0: int | None = None
-            inv = 1.0 / self.speed
-            quantum = self.quantum_ns
-            for b in range(reader.num_record_batches):
-                rb = reader.get_batch(b)
-                ts = rb.column("origin_ts_ns").to_numpy()
-                if ts0 is None and len(ts):
-                    ts0 = int(ts[0])
-                assert ts0 is not None
-                due = t0 + ((ts - ts0) * inv).astype(np.int64)
-                ids = rb.column("record_id").to_pylist()
-                dec = _Decoder(rb)
-                payloads, keys, decode = dec.payloads, dec.keys, dec.decode
-                i, n = 0, len(ids)
-                decode(min(n, batch_size))
-                while i < n:
-                    now = time.perf_counter_ns()
-                    wait_ns = int(due[i]) - quantum // 2 - now
-                    while wait_ns > 0:
+            batches.clear()
+        t0 = clock()
+        wall0 = time.time_ns()
+        loaded = len(batches)
+        cancel_checked = t0
+
+        def work_ahead() -> bool:
+            """One slice of preparation (decode, or load the next file batch); False when
+            there is nothing left to prepare."""
+            nonlocal loaded
+            for b in batches:
+                if b.decoded < len(b):
+                    b.decode(b.decoded + _DECODE_SLICE)
+                    return True
+            if loaded < total and len(batches) < 2:
+                batches.append(_Batch(reader.get_batch(loaded), ts0, inv))
+                loaded += 1
+                return True
+            return False
+
+        while batches and not cancelled:
+            cur = batches[0]
+            n = len(cur)
+            off = cur.offset_ns
+            i = 0
+            while i < n:
+                due_i = t0 + int(off[i])
+                j = int(np.searchsorted(off, off[i] + quantum, side="left"))
+                j = max(i + 1, min(j, i + batch_size, n))
+                if cur.decoded < j:
+                    cur.decode(j)
+                now = clock()
+                # wait: prepare ahead while there is time, then sleep, then spin
+                while now < due_i:
+                    left = due_i - now
+                    if now - cancel_checked > _CANCEL_EVERY_NS:
+                        cancel_checked = now
                         if cancel.exists():
                             cancelled = True
                             break
-                        if len(payloads) < n and wait_ns > 1_000_000:
-                            decode(len(payloads) + _DECODE_AHEAD)
-                        else:
-                            time.sleep(min(wait_ns / 1e9, _SLICE_S))
-                        now = time.perf_counter_ns()
-                        wait_ns = int(due[i]) - quantum // 2 - now
-                    if cancelled:
-                        break
-                    j = int(np.searchsorted(due, max(now, int(due[i])) + quantum // 2,
-                                            side="right"))
-                    j = max(i + 1, min(j, i + batch_size, n))
-                    decode(j)
-                    now = time.perf_counter_ns()
-                    lags = now - due[i:j]
-                    late.record(lags)
-                    error.record(np.abs(lags))
-                    last_lag = int(lags[0])
-                    last_emit_ns = wall0 + (now - t0)
-                    if not emitted:
-                        first_emit_ns = last_emit_ns
-                    emitted += j - i
-                    yield SourceChunk(payloads[i:j], keys[i:j], record_ids=ids[i:j])
-                    i = j
-                if cancelled or cancel.exists():
-                    cancelled = True
+                    if left > SPIN_NS + _SLICE_COST_NS and work_ahead():
+                        pass
+                    elif left > SPIN_NS:
+                        time.sleep((left - SPIN_NS) / 1e9)
+                    now = clock()
+                if cancelled:
                     break
+                if now - due_i > quantum:  # late: take every record already due
+                    k = int(np.searchsorted(off, now - t0, side="right"))
+                    j = max(j, min(k, i + batch_size, n))
+                    if cur.decoded < j:
+                        cur.decode(j)
+                        now = clock()
+                cur.lag_ns[i:j] = now - t0 - off[i:j]
+                last_lag = int(cur.lag_ns[i])
+                last_emit_ns = wall0 + (now - t0)
+                if not emitted:
+                    first_emit_ns = last_emit_ns
+                emitted += j - i
+                yield SourceChunk(cur.payloads[i:j], cur.keys[i:j], record_ids=cur.ids[i:j])
+                i = j
+            lags = cur.lag_ns[:i]
+            late.record(lags)
+            error.record(np.abs(lags))
+            batches.pop(0)
+            if not cancelled and not batches and loaded < total:
+                work_ahead()  # (the source is behind: nothing was prepared)
+            if not cancelled and cancel.exists():
+                cancelled = True
         self._report = {
             "records": emitted, "cancelled": cancelled, "pacingLagNs": late.summary(),
             "pacingErrorNs": error.summary(), "quantumNs": self.quantum_ns,
