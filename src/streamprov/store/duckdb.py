@@ -534,9 +534,6 @@ class DuckDBProvenanceStore(_DuckDBFile):
             return
         con = self._require().cursor()
         alias = f"streamprov_log_{secrets.token_hex(4)}"
-        where = ("p.replay_id = $replay AND p.hop = 0 AND p.origin_ts_ns >= $start "
-                 "AND p.origin_ts_ns < $end")
-        params: dict[str, Any] = {"replay": replay_id, "start": start_ns, "end": end_ns}
         try:
             try:
                 path = str(log.path.resolve()).replace("'", "''")
@@ -545,25 +542,29 @@ class DuckDBProvenanceStore(_DuckDBFile):
                 yield from join_payloads(
                     self._heads(table, start_ns, end_ns, replay_id, chunk_rows), log, stream_id)
                 return
-            # the window's record-id range lets the log's zone maps skip the rest of the stream
-            (bounds,) = con.execute(
-                f"SELECT min(record_id), max(record_id) FROM {table} p WHERE {where}", params
-            ).fetchall()
-            if bounds[0] is None:
-                return
-            params.update(lo=int(bounds[0]), hi=int(bounds[1]))
-            reader = con.sql(
-                "SELECT p.record_id, p.branch, p.hops, p.origin_ts_ns, p.outcome, "
-                f"l.key, l.payload FROM {table} p LEFT JOIN "
-                f"(SELECT record_id, key, payload FROM {alias}.{log_table} "
-                " WHERE record_id BETWEEN $lo AND $hi) l "
-                f"ON l.record_id = p.record_id AND p.branch = 0 WHERE {where} "
-                f"ORDER BY p.{_ORDER.replace(', ', ', p.')}",
-                params=params,
-            ).to_arrow_reader(chunk_rows)
-            for batch in reader:
-                if batch.num_rows:
-                    yield batch.cast(WINDOW_HEAD_SCHEMA)
+            # One join per chunk of ordered hop-0 rows, not one join of the whole window: the
+            # sort then carries no payloads and each join is bounded by the chunk, so memory
+            # stays within DuckDB's limit whatever the window's size. The chunk's record-id
+            # range lets the log's zone maps skip the rest of the stream.
+            for heads in self._heads(table, start_ns, end_ns, replay_id, chunk_rows):
+                lo, hi = pc.min_max(heads.column("record_id")).values()
+                chunk = pa.Table.from_batches([heads]).append_column(
+                    "pos", pa.array(np.arange(heads.num_rows, dtype=np.int64)))
+                con.register("_heads", chunk)
+                try:
+                    joined = con.sql(
+                        "SELECT h.record_id, h.branch, h.hops, h.origin_ts_ns, h.outcome, "
+                        f"l.key, l.payload FROM _heads h LEFT JOIN "
+                        f"(SELECT record_id, key, payload FROM {alias}.{log_table} "
+                        " WHERE record_id BETWEEN $lo AND $hi) l "
+                        "ON l.record_id = h.record_id AND h.branch = 0 ORDER BY h.pos",
+                        params={"lo": lo.as_py(), "hi": hi.as_py()},
+                    ).to_arrow_table()
+                finally:
+                    con.unregister("_heads")
+                for batch in joined.cast(WINDOW_HEAD_SCHEMA).to_batches():
+                    if batch.num_rows:
+                        yield batch
         finally:
             with contextlib.suppress(duckdb.Error):
                 con.execute(f"DETACH DATABASE IF EXISTS {alias}").fetchall()
