@@ -232,14 +232,21 @@ class App:
 
     def run(self, pipeline: Pipeline, *, stream_id: str | None = None,
             on_progress: Callable[[int], None] | None = None,
-            interval_s: float = 0.1) -> RunSummary:
-        """Run ``pipeline`` until its source ends; report from the runner and the store."""
+            interval_s: float = 0.1,
+            on_start: Callable[[Deployment], Callable[[], None]] | None = None,
+            ) -> RunSummary:
+        """Run ``pipeline`` until its source ends; report from the runner and the store.
+
+        ``on_start(deployment)`` is called once the deployment runs (to attach an autoscaler,
+        say); what it returns is called when the run ends, however it ends."""
         with self.gate.exclusive(f"a run of pipeline {pipeline.name!r}", wait_s=1.0):
             return self._run(pipeline, stream_id=stream_id, on_progress=on_progress,
-                             interval_s=interval_s)
+                             interval_s=interval_s, on_start=on_start)
 
     def _run(self, pipeline: Pipeline, *, stream_id: str | None,
-             on_progress: Callable[[int], None] | None, interval_s: float) -> RunSummary:
+             on_progress: Callable[[int], None] | None, interval_s: float,
+             on_start: Callable[[Deployment], Callable[[], None]] | None = None,
+             ) -> RunSummary:
         self.settings.ensure_data_dir()
         self.remember_pipeline(stream_id or pipeline.name, pipeline)
         runner = self.runner()
@@ -255,9 +262,17 @@ class App:
             clock_factory=self.clock_factory(), **extra,
         )
         self._live[id(deployment)] = deployment
+        ended: Callable[[], None] | None = None
         try:
+            try:
+                ended = on_start(deployment) if on_start is not None else None
+            except BaseException:
+                deployment.stop()
+                raise
             return self._watch(deployment, on_progress, interval_s)
         finally:
+            if ended is not None:
+                ended()
             self._live.pop(id(deployment), None)
 
     def live_deployments(self) -> list[Deployment]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streamprov.adapt.autoscaler import MemoryAutoscaler, MemoryPolicy, PsutilMemorySampler
 from streamprov.app import (
     PROVENANCE_URL_ENV,
     STORE_ENV,
@@ -31,6 +33,7 @@ from streamprov.errors import InvalidInput, StreamprovError
 from streamprov.model import Chain, format_time_ns, parse_time_ns, validate_id
 from streamprov.replay import ReplayEngine, ReplayError, ReplayRequest
 from streamprov.runtime import JsonLinesSink, JsonLinesSource, Pipeline, load_pipeline
+from streamprov.runtime.base import Deployment
 from streamprov.store import ChainCursor
 
 app = typer.Typer(
@@ -155,7 +158,9 @@ def _positive(value: int | None, name: str) -> None:
 
 
 def _run_with_progress(application: App, pipeline: Pipeline, total: int | None,
-                       stream_id: str | None, label: str) -> RunSummary:
+                       stream_id: str | None, label: str,
+                       on_start: Callable[[Deployment], Callable[[], None]] | None = None,
+                       ) -> RunSummary:
     application.settings.ensure_data_dir()
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -166,7 +171,8 @@ def _run_with_progress(application: App, pipeline: Pipeline, total: int | None,
         def update(done: int) -> None:
             progress.update(task, completed=done)
 
-        return application.run(pipeline, stream_id=stream_id, on_progress=update)
+        return application.run(pipeline, stream_id=stream_id, on_progress=update,
+                               on_start=on_start)
 
 
 def _print_summary(summary: RunSummary, application: App, pipeline: Pipeline) -> None:
@@ -305,9 +311,23 @@ def run(
         help="Write delivered records as JSON Lines to this file (replaces the sink).")] = None,
     stream: Annotated[str | None, typer.Option(
         help="Stream id [default: the pipeline's name].")] = None,
+    autoscale: Annotated[str | None, typer.Option(
+        metavar="STAGE", help="Scale this stage out and in on its nodes' memory utilization "
+        "while the run goes (the memory autoscaler); decisions go to the scaling audit trail "
+        "(streamprov scaling events).")] = None,
+    node_type: Annotated[str, typer.Option(
+        help="With --autoscale: the node type (from the catalog) whose memory a node's "
+        "utilization is measured against.")] = "small",
+    memory_high: Annotated[float, typer.Option(
+        help="With --autoscale: scale out above this fraction of a node's memory.")] = 0.8,
+    memory_low: Annotated[float, typer.Option(
+        help="With --autoscale: scale in when even the fullest node is below this.")] = 0.3,
+    cooldown: Annotated[float, typer.Option(
+        help="With --autoscale: seconds between two decisions.")] = 5.0,
     runner: RunnerOpt = None,
     ray_address: RayAddressOpt = None,
     data_dir: DataDir = None,
+    config_file: ConfigFile = None,
 ) -> None:
     """Run a user pipeline, given by import path, until its source ends."""
     from dataclasses import replace
@@ -330,9 +350,70 @@ def run(
         total = pipeline.source.records
     if output is not None:
         pipeline = pipeline.with_sink(JsonLinesSink(output))
-    application = _app(data_dir, runner, ray_address)
-    summary = _run_with_progress(application, pipeline, total, stream, pipeline.name)
+    application = _app(data_dir, runner, ray_address, config_file)
+    scaler = (_memory_autoscaler(application, pipeline, stream or pipeline.name, autoscale,
+                                 node_type, memory_high, memory_low, cooldown, config_file)
+              if autoscale is not None else None)
+    summary = _run_with_progress(application, pipeline, total, stream, pipeline.name,
+                                 on_start=scaler.attach if scaler is not None else None)
     _print_summary(summary, application, pipeline)
+    if scaler is not None:
+        scaler.print_decisions()
+
+
+class _RunAutoscaler:
+    """``run --autoscale``: the memory autoscaler on one stage of the run's deployment."""
+
+    def __init__(self, stage: str, memory_bytes: int, policy: MemoryPolicy,
+                 record: Callable[[dict[str, Any]], Any]) -> None:
+        self.stage = stage
+        self.memory_bytes = memory_bytes
+        self.policy = policy
+        self.record = record
+        self.scaler: MemoryAutoscaler | None = None
+        self.error: BaseException | None = None
+
+    def attach(self, deployment: Deployment) -> Callable[[], None]:
+        self.scaler = MemoryAutoscaler(
+            deployment, PsutilMemorySampler(deployment.pids), self.stage, self.memory_bytes,
+            self.policy, record=self.record).start(interval_s=0.25, on_error=self._failed)
+        return self.scaler.stop
+
+    def _failed(self, exc: BaseException) -> None:
+        self.error = exc
+
+    def print_decisions(self) -> None:
+        decisions = self.scaler.decisions if self.scaler is not None else []
+        if not decisions:
+            out.print(f"[bold]memory autoscaler[/] on {self.stage}: no decision (utilization "
+                      f"stayed between {self.policy.low:.0%} and {self.policy.high:.0%}, or "
+                      "not for long enough)")
+        for d in decisions:
+            out.print(f"[bold]memory autoscaler[/] on {d['stage']}: {d['from']} -> {d['to']} "
+                      f"nodes ({d['reason']})")
+        if self.error is not None:
+            err.print(f"memory autoscaler stopped early: {self.error}")
+
+
+def _memory_autoscaler(application: App, pipeline: Pipeline, stream_id: str, stage: str,
+                       node_type: str, high: float, low: float, cooldown_s: float,
+                       config_file: Path | None) -> _RunAutoscaler:
+    """Check ``run --autoscale``'s options before anything runs."""
+    from streamprov.app import adaptation_service
+
+    st = pipeline.stage(stage)
+    if st.sink is not None and not st.sink.parallel_safe:
+        raise InvalidInput(f"stage {stage!r} writes one output and cannot scale out",
+                           field="autoscale")
+    catalog = _catalog(config_file, application)
+    memory = catalog.node_type(node_type, "node-type").memory_bytes
+    if cooldown_s < 0:
+        raise InvalidInput("--cooldown must not be negative", field="cooldown")
+    policy = MemoryPolicy(high=high, low=low, cooldown_s=cooldown_s, sustain=3,
+                          max_nodes=pipeline.max_parallelism)
+    adaptation = adaptation_service(application, catalog)
+    return _RunAutoscaler(stage, memory, policy,
+                          lambda d: adaptation.record_scaling(stream_id, d))
 
 
 @app.command()

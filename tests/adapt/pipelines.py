@@ -86,3 +86,15 @@ def slowable(records: int | None = None, rate: float = 300.0) -> Pipeline:
 def slowable_recorded() -> Pipeline:
     """``slowable`` with 450 records (1.5 s at 300/s), for recording and replaying."""
     return slowable(records=450)
+
+
+HOLD_CONTROL_ENV = "STREAMPROV_TEST_HOLD_CONTROL"
+
+
+def stateful_run() -> Pipeline:
+    """``stateful`` with an end (6,000 records at 400/s, 15 s) and its control file named by
+    $STREAMPROV_TEST_HOLD_CONTROL: for ``streamprov run --autoscale``."""
+    control = os.environ.get(HOLD_CONTROL_ENV, "/nonexistent/control")
+    return (Pipeline("stateful", source=SyntheticSource(records=6_000, rate=400.0, seed=5),
+                     sources=1, max_parallelism=4)
+            .map("hold", partial(hold, control)).sink(NullSink()))

@@ -659,6 +659,12 @@ class Deployment:
         return self._finish(stop=True, timeout_s=timeout_s)
 
     def _finish(self, *, stop: bool, timeout_s: float | None) -> RunResult:
+        if stop:
+            self._stopping = True
+            self._stop_event.set()
+        # the sources run on without the lock held, so ``scale`` (an autoscaler's, say) and
+        # the supervisor's restarts can act meanwhile
+        self._await_sources(timeout_s)
         with self._lock:
             if self._finished is not None:
                 return self._finished
@@ -679,6 +685,22 @@ class Deployment:
                     shutil.rmtree(self._scratch, ignore_errors=True)
             self._finished = self._result()
             return self._finished
+
+    def _await_sources(self, timeout_s: float | None) -> None:
+        """Until every source process has exited (or ``timeout_s``: the drain then says
+        which did not), failing early on a node's error."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._finished is None:
+            with self._cond:
+                if self._fatal is not None:
+                    raise self._fatal
+                if self._errors:
+                    raise PipelineError(self._errors[0])
+            if all(e.process.exitcode is not None for e in self._sources):
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
 
     def _drain_epoch(self, timeout_s: float | None) -> None:
         if self._stopping:

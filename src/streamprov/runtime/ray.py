@@ -597,6 +597,13 @@ class RayDeployment:
         return self._finish(stop=True, timeout_s=timeout_s)
 
     def _finish(self, *, stop: bool, timeout_s: float | None) -> RunResult:
+        if stop and not self._killed:
+            self._stopping = True
+            with contextlib.suppress(Exception):  # (a restart makes a new hub: set again)
+                self._ray.get(self._hub.set_stop.remote(), timeout=10)
+        # the sources run on without the lock held, so ``scale`` and the supervisor's
+        # restarts can act meanwhile
+        self._await_sources(timeout_s)
         with self._lock:
             if self._finished is not None:
                 return self._finished
@@ -619,6 +626,19 @@ class RayDeployment:
             self._finished = self._result()
             self._kill_all()
             return self._finished
+
+    def _await_sources(self, timeout_s: float | None) -> None:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._finished is None and self._fatal is None:
+            refs = list(self._source_refs)
+            if refs and not self._killed:
+                _, pending = self._ray.wait(refs, num_returns=len(refs), timeout=0.2)
+                if not pending and refs == self._source_refs:
+                    return
+            else:
+                time.sleep(0.05)
+            if deadline is not None and time.monotonic() > deadline:
+                return
 
     def _drain_epoch(self, timeout_s: float | None) -> None:
         ray = self._ray
