@@ -547,24 +547,31 @@ class DuckDBProvenanceStore(_DuckDBFile):
             # stays within DuckDB's limit whatever the window's size. The chunk's record-id
             # range lets the log's zone maps skip the rest of the stream.
             for heads in self._heads(table, start_ns, end_ns, replay_id, chunk_rows):
+                n = heads.num_rows
                 lo, hi = pc.min_max(heads.column("record_id")).values()
-                chunk = pa.Table.from_batches([heads]).append_column(
-                    "pos", pa.array(np.arange(heads.num_rows, dtype=np.int64)))
-                con.register("_heads", chunk)
+                wanted = pa.table({"record_id": heads.column("record_id"),
+                                   "branch": heads.column("branch"),
+                                   "pos": pa.array(np.arange(n, dtype=np.int64))})
+                con.register("_heads", wanted)
                 try:
-                    joined = con.sql(
-                        "SELECT h.record_id, h.branch, h.hops, h.origin_ts_ns, h.outcome, "
-                        f"l.key, l.payload FROM _heads h LEFT JOIN "
+                    found = con.sql(
+                        f"SELECT h.pos, l.key, l.payload FROM _heads h JOIN "
                         f"(SELECT record_id, key, payload FROM {alias}.{log_table} "
                         " WHERE record_id BETWEEN $lo AND $hi) l "
-                        "ON l.record_id = h.record_id AND h.branch = 0 ORDER BY h.pos",
+                        "ON l.record_id = h.record_id WHERE h.branch = 0",
                         params={"lo": lo.as_py(), "hi": hi.as_py()},
                     ).to_arrow_table()
                 finally:
                     con.unregister("_heads")
-                for batch in joined.cast(WINDOW_HEAD_SCHEMA).to_batches():
-                    if batch.num_rows:
-                        yield batch
+                # the join's rows come in no particular order: put each at its head's place
+                at = np.full(n, -1, dtype=np.int64)
+                at[found.column("pos").to_numpy()] = np.arange(found.num_rows, dtype=np.int64)
+                take = pa.array(at, mask=at < 0)
+                yield pa.RecordBatch.from_arrays(
+                    [heads.column(f.name).cast(f.type) for f in list(WINDOW_HEAD_SCHEMA)[:5]]
+                    + [found.column("key").take(take).combine_chunks().cast(pa.string()),
+                       found.column("payload").take(take).combine_chunks().cast(pa.string())],
+                    schema=WINDOW_HEAD_SCHEMA)
         finally:
             with contextlib.suppress(duckdb.Error):
                 con.execute(f"DETACH DATABASE IF EXISTS {alias}").fetchall()
