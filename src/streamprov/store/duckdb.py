@@ -495,9 +495,9 @@ class DuckDBProvenanceStore(_DuckDBFile):
         chunk_rows: int = 65536,
     ) -> Iterator[pa.RecordBatch]:
         """Hop-0 rows with payloads. A ``DuckDBStreamLog`` opened read-only (so no process can
-        be writing it) is attached to this connection read-only for the query, and the join
-        and the ordering run inside DuckDB, streamed out in Arrow batches; any other log is
-        joined chunk by chunk (``join_payloads``)."""
+        be writing it) is attached to this connection read-only for the query, and each chunk
+        of ordered hop-0 rows is joined with the log inside DuckDB; any other log is joined
+        chunk by chunk through its ``entries_table`` (``join_payloads``)."""
         table = self._window_table(stream_id, start_ns, end_ns)  # raise now, not when iterated
         chunk_rows = max(1, chunk_rows)
         if (isinstance(log, DuckDBStreamLog) and log.read_only and log._con is not None
