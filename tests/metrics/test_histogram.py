@@ -34,3 +34,16 @@ def test_empty_and_round_trip() -> None:
     h.record([5, 10**9, 2**62])
     back = LatencyHistogram.from_json(h.to_json())
     assert back.summary() == h.summary()
+
+
+def test_cumulative_buckets_count_and_sum() -> None:
+    h = LatencyHistogram()
+    h.record(np.array([50_000, 200_000, 900_000, 3_000_000, 20_000_000_000], dtype=np.int64))
+    doc = h.cumulative((100_000, 1_000_000, 10_000_000))
+    assert doc == {"le": [100_000, 1_000_000, 10_000_000], "cumulative": [1, 3, 4],
+                   "count": 5, "sumNs": 20_004_150_000}
+    other = LatencyHistogram()
+    other.record([1_000])
+    h.merge(other)
+    assert h.cumulative((100_000,))["cumulative"] == [2]
+    assert LatencyHistogram.from_json(h.to_json()).sum_value == 20_004_151_000

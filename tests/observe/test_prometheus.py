@@ -184,6 +184,18 @@ def test_metrics_endpoint_over_demo_data(demo: Demo) -> None:
                      stage="parse") == doc["report"]["records"]
         p99 = value(s, "streamprov_replay_latency_seconds", replay_id=rid, quantile="0.99")
         assert p99 == pytest.approx(doc["report"]["latencyNs"]["p99"] / 1e9)
+        # the same latencies as a real histogram: cumulative buckets, count, sum
+        buckets = [(float(lab["le"]), v)
+                   for lab, v in s["streamprov_replay_latency_distribution_seconds_bucket"]
+                   if lab["replay_id"] == rid]
+        assert buckets == sorted(buckets) and buckets[-1][0] == float("inf")
+        assert [v for _, v in buckets] == sorted(v for _, v in buckets)
+        count = value(s, "streamprov_replay_latency_distribution_seconds_count", replay_id=rid)
+        assert buckets[-1][1] == count == doc["report"]["latencyNs"]["count"]
+        total = value(s, "streamprov_replay_latency_distribution_seconds_sum", replay_id=rid)
+        mean = total / count
+        assert doc["report"]["latencyNs"]["p50"] / 1e9 / 3 < mean
+        assert mean <= doc["report"]["latencyNs"]["max"] / 1e9
     assert value(s, "streamprov_replays", state="completed") >= 2
     assert value(s, "streamprov_tuning_jobs", state="completed") == 1
     assert value(s, "streamprov_scaling_events_total", stage="parse", trigger="memory",

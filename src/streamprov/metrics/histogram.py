@@ -22,6 +22,12 @@ _BUCKETS = _SUB + (63 - SUB_BITS) * _SUB
 
 PERCENTILES = (50.0, 95.0, 99.0)
 
+BUCKET_BOUNDS_NS = tuple(int(s * 1e9) for s in (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0))
+"""Upper bounds of the cumulative buckets a report keeps (100 µs to 10 s, 1-2.5-5 steps):
+what a Prometheus histogram of replay latency is made of."""
+
 
 def _index(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     v = values
@@ -57,12 +63,13 @@ class LatencyHistogram:
     Negative values are counted as 0 (a clock step can make a difference negative).
     """
 
-    __slots__ = ("counts", "max_value", "total")
+    __slots__ = ("counts", "max_value", "sum_value", "total")
 
     def __init__(self) -> None:
         self.counts = np.zeros(_BUCKETS, dtype=np.int64)
         self.total = 0
         self.max_value = 0
+        self.sum_value = 0
 
     def record(self, values: npt.ArrayLike) -> None:
         """Add every value of ``values`` (any int array-like)."""
@@ -73,11 +80,24 @@ class LatencyHistogram:
         self.counts += np.bincount(_index(arr), minlength=_BUCKETS)
         self.total += len(arr)
         self.max_value = max(self.max_value, int(arr.max()))
+        self.sum_value += int(arr.sum())
 
     def merge(self, other: LatencyHistogram) -> None:
         self.counts += other.counts
         self.total += other.total
         self.max_value = max(self.max_value, other.max_value)
+        self.sum_value += other.sum_value
+
+    def cumulative(self, bounds_ns: Iterable[int] = BUCKET_BOUNDS_NS) -> dict[str, Any]:
+        """``{"le": bounds, "cumulative": values <= each bound, "count", "sumNs"}``, JSON-ready.
+
+        A bound's own bucket counts as below it, so a count may include values up to 0.8 %
+        above the bound; ``count`` and ``sumNs`` are exact."""
+        le = [int(b) for b in bounds_ns]
+        cum = np.cumsum(self.counts)
+        idx = _index(np.asarray(le, dtype=np.int64)) if le else np.zeros(0, np.int64)
+        return {"le": le, "cumulative": [int(cum[i]) for i in idx.tolist()],
+                "count": self.total, "sumNs": self.sum_value}
 
     def percentile(self, q: float) -> int:
         """The value below or at which ``q`` percent of the recorded values lie (0 if empty)."""
@@ -98,7 +118,8 @@ class LatencyHistogram:
     def to_json(self) -> dict[str, Any]:
         """Sparse form, for sending across processes: ``{"buckets": {idx: n}, "max": ...}``."""
         nz = np.flatnonzero(self.counts)
-        return {"buckets": {int(i): int(self.counts[i]) for i in nz}, "max": self.max_value}
+        return {"buckets": {int(i): int(self.counts[i]) for i in nz}, "max": self.max_value,
+                "sum": self.sum_value}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> LatencyHistogram:
@@ -107,4 +128,5 @@ class LatencyHistogram:
             h.counts[int(i)] = int(n)
         h.total = int(h.counts.sum())
         h.max_value = int(doc.get("max", 0))
+        h.sum_value = int(doc.get("sum", 0))
         return h

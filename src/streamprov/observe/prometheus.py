@@ -16,6 +16,9 @@ runs fed by ``POST /streams/{id}/records``) at the scrape. Metric names and labe
 ``streamprov_run_duration_seconds``                    stream_id, replay_id
 ``streamprov_replay_latency_seconds``                  stream_id, replay_id, configuration_id,
                                                        quantile (0.5, 0.95, 0.99, 1 = max)
+``streamprov_replay_latency_distribution_seconds``     stream_id, replay_id, configuration_id
+                                                       (histogram: ``_bucket`` with le,
+                                                       ``_sum``, ``_count``)
 ``streamprov_replay_latency_observations``             stream_id, replay_id, configuration_id
 ``streamprov_replay_hop_latency_seconds``              ... , stage, quantile
 ``streamprov_replay_pacing_lag_seconds``               ... , quantile
@@ -56,7 +59,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from streamprov.errors import StreamprovError
@@ -196,6 +204,10 @@ class StreamprovCollector(Collector):
                                  labels=["stream_id", "replay_id", "phase"])
         inj = GaugeMetricFamily("streamprov_replay_records_injected", "Records injected so far "
                                 "(unfinished replays).", labels=["stream_id", "replay_id"])
+        dist = HistogramMetricFamily(
+            "streamprov_replay_latency_distribution_seconds", "End-to-end latency of a "
+            "replay's chains as a histogram (cumulative buckets; reports from before buckets "
+            "were kept have only the quantiles).", labels=_REPLAY_LABELS)
         docs = self.sources.replays()
         for state, n in sorted(Counter(str(d.get("state")) for d in docs).items()):
             states.add_metric([state], n)
@@ -213,6 +225,7 @@ class StreamprovCollector(Collector):
                 continue
             labels = [stream, rid, str(r.get("configurationId") or req.get("configurationId"))]
             _quantiles(lat, labels, r.get("latencyNs") or {})
+            _histogram(dist, labels, r.get("latencyBucketsNs"))
             obs.add_metric(labels, float((r.get("latencyNs") or {}).get("count", 0)))
             for stage, h in sorted((r.get("perHopLatencyNs") or {}).items()):
                 _quantiles(hop, [*labels, stage], h)
@@ -224,7 +237,7 @@ class StreamprovCollector(Collector):
             kept.add_metric(labels, 1.0 if r.get("keptUp") else 0.0)
             self._add_stages(f, stream, rid, list(r.get("nodes") or []),
                              float(r.get("durationS") or 0.0))
-        return [lat, obs, hop, lag, thr, kept, states, prog, inj]
+        return [lat, dist, obs, hop, lag, thr, kept, states, prog, inj]
 
     # -- tuning, scaling, clocks, streams -------------------------------------------------------
     def _tuning(self) -> list[Metric]:
@@ -325,6 +338,17 @@ class StreamprovCollector(Collector):
             if "writer" in queues:
                 backlog.add_metric(run, float(queues["writer"]))
         return [depth, backlog]
+
+
+def _histogram(family: HistogramMetricFamily, labels: list[str],
+               doc: dict[str, Any] | None) -> None:
+    """A report's cumulative buckets (``latencyBucketsNs``) as one histogram sample set."""
+    if not doc or not doc.get("le"):
+        return
+    buckets = [(f"{le * _NS:g}", float(n))
+               for le, n in zip(doc["le"], doc["cumulative"], strict=True)]
+    buckets.append(("+Inf", float(doc.get("count", 0))))
+    family.add_metric(labels, buckets, sum_value=float(doc.get("sumNs", 0)) * _NS)
 
 
 def _quantiles(family: GaugeMetricFamily, labels: list[str], summary: dict[str, Any]) -> None:
