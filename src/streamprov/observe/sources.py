@@ -86,7 +86,5 @@ def live_queues(deployments: Iterable[Deployment]) -> list[dict[str, Any]]:
 
 
 def _replay_deployments(engine: ReplayEngine) -> list[Deployment]:
-    # the engine offers no public view of its running deployments yet: read its table of
-    # runs (a snapshot; a run that finishes meanwhile reports its drained, empty queues)
-    runs = list(engine._runs.values())
-    return [r.deployment for r in runs if r.deployment is not None and not r.done.is_set()]
+    live: list[Deployment] = list(engine.live_deployments())
+    return live

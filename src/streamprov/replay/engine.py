@@ -179,6 +179,12 @@ class ReplayEngine:
                 return _copy(run.doc)
         return self.registry.get(replay_id)
 
+    def live_deployments(self) -> list[Deployment]:
+        """The deployments of the replays running now (a snapshot; one that finishes
+        meanwhile reports its drained, empty queues)."""
+        runs = list(self._runs.values())
+        return [r.deployment for r in runs if r.deployment is not None and not r.done.is_set()]
+
     def history(self, stream_id: str | None = None) -> list[dict[str, Any]]:
         """Past and running replays, newest first (from the registry)."""
         if stream_id is not None:
