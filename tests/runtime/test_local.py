@@ -54,8 +54,7 @@ def all_chains(root: Path, stream: str) -> list[Chain]:
 def logged_ids(root: Path, stream: str) -> set[int]:
     log = open_stream_log(urls(root)["stream_log_url"], read_only=True)
     try:
-        n = log.count(stream)
-        return set(log.entries(stream, list(range(n + 10))).keys())
+        return set(log.record_ids(stream).tolist())
     finally:
         log.close()
 
