@@ -625,7 +625,13 @@ class RayDeployment:
                     shutil.rmtree(self._scratch, ignore_errors=True)
             self._finished = self._result()
             self._kill_all()
-            return self._finished
+            # no thread of this deployment may outlive it: an object ref freed after
+            # ``ray.shutdown()`` (the supervisor holding the last reference) ends the process
+            self._source_refs = []
+            self._redrive_ref = None
+        if self._supervisor is not threading.current_thread():
+            self._supervisor.join(5)
+        return self._finished
 
     def _await_sources(self, timeout_s: float | None) -> None:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
