@@ -31,8 +31,8 @@ def test_run_scales_a_stage_out_on_memory_and_back_in(tmp_path: Path) -> None:
     env = {**os.environ, HOLD_CONTROL_ENV: str(control), "COLUMNS": "200"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamprov.cli", "run", "tests.adapt.pipelines:stateful_run",
-         "--autoscale", "hold", "--node-type", "tiny", "--memory-high", "0.6",
-         "--memory-low", "0.35", "--cooldown", "1.5", "--config-file", str(toml),
+         "--autoscale", "hold", "--node-type", "tiny", "--memory-high", "0.7",
+         "--memory-low", "0.4", "--cooldown", "1.5", "--config-file", str(toml),
          "--data-dir", str(data)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     trail = data / "adapt" / "scaling.jsonl"
