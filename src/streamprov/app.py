@@ -263,6 +263,10 @@ class App:
         )
         self._live[id(deployment)] = deployment
         ended: Callable[[], None] | None = None
+        # scaling decisions made in other processes (tune --apply, the API) reach this run
+        from streamprov.adapt.live import serve_mailbox
+
+        closed = serve_mailbox(self.settings.data_dir, deployment.stream_id, deployment)
         try:
             try:
                 ended = on_start(deployment) if on_start is not None else None
@@ -273,6 +277,7 @@ class App:
         finally:
             if ended is not None:
                 ended()
+            closed()
             self._live.pop(id(deployment), None)
 
     def live_deployments(self) -> list[Deployment]:

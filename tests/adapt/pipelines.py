@@ -98,3 +98,8 @@ def stateful_run() -> Pipeline:
     return (Pipeline("stateful", source=SyntheticSource(records=6_000, rate=400.0, seed=5),
                      sources=1, max_parallelism=4)
             .map("hold", partial(hold, control)).sink(NullSink()))
+
+
+def tunable_long() -> Pipeline:
+    """``tunable`` for 8 s (8,000 records at 1,000/s): a run to scale from elsewhere."""
+    return tunable(records=8_000, rate=1_000.0)

@@ -1,7 +1,11 @@
-"""The adaptation service applying a recommendation to a live deployment in this process."""
+"""The adaptation service applying a recommendation to a live deployment: in this process, and
+to a ``streamprov run`` in another one."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -39,3 +43,31 @@ def test_apply_scales_the_live_deployment_and_audits_each_stage(tmp_path: Path) 
     ids = Counter(r["recordId"] for r in dep.captured)
     assert len(ids) == 6_000 and max(ids.values()) == 1
     assert result.delivered == 6_000
+
+
+def test_apply_reaches_a_run_in_another_process(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamprov.cli", "run", "tests.adapt.pipelines:tunable_long",
+         "--data-dir", str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        marker = data / "adapt" / "running" / "tunable.json"
+        deadline = time.monotonic() + 60
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.stderr.read() if proc.stderr else ""
+        catalog = Catalog.load(None, data, cwd=Path("/nonexistent"))
+        adaptation = AdaptationService(data, catalog)
+        sent = adaptation.apply("tunable", Candidate(3, "small", 256), trigger="tune t9",
+                                figures={"costPerHour": 0.3})
+        assert [e["applied"] for e in sent] == ["requested"]
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    live = [e for e in adaptation.scaling_events("tunable") if e["applied"] == "live"]
+    assert {(e["stage"], e["from"], e["to"]) for e in live} == {("work", 1, 3), ("sink", 1, 3)}
+    assert all(e["trigger"] == "tune t9" and e["configurationId"] == "tunable-tuned"
+               for e in live)
+    assert not marker.exists()  # the run withdrew when it ended

@@ -10,15 +10,20 @@ records never reach the sink) and is checked after replays only.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 
 from streamprov.adapt.expectation import Expectation
 from streamprov.adapt.trigger import DeviationTrigger, Observation
+from streamprov.config import Configuration
 from streamprov.runtime import CaptureSink
 from streamprov.runtime.sinks import SinkWriter
 
@@ -142,3 +147,117 @@ class LiveDeployments:
             self.detach(stream_id)
             return None
         return dep
+
+
+class RunMailbox:
+    """How a scaling decision reaches a ``streamprov run`` in another process.
+
+    The running process announces itself (``adapt/running/<stream>.json``: its pid) and
+    polls ``adapt/requests/<stream>.json``, where ``post`` leaves the newest request (stage
+    counts, trigger, figures); ``take`` claims it by renaming, so it is applied once. Plain
+    files in the data dir: what every process of one data dir already shares.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.running_dir = data_dir / "adapt" / "running"
+        self.requests_dir = data_dir / "adapt" / "requests"
+
+    # -- the running process ------------------------------------------------------------
+    def announce(self, stream_id: str) -> None:
+        self.running_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.running_dir / f"{stream_id}.json",
+                      {"streamId": stream_id, "pid": os.getpid()})
+
+    def withdraw(self, stream_id: str) -> None:
+        (self.running_dir / f"{stream_id}.json").unlink(missing_ok=True)
+
+    def take(self, stream_id: str) -> dict[str, Any] | None:
+        path = self.requests_dir / f"{stream_id}.json"
+        claimed = path.with_suffix(f".{os.getpid()}.taken")
+        try:
+            path.rename(claimed)
+        except FileNotFoundError:
+            return None
+        try:
+            doc: dict[str, Any] = orjson.loads(claimed.read_bytes())
+            return doc
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        finally:
+            claimed.unlink(missing_ok=True)
+
+    # -- whoever decides ----------------------------------------------------------------
+    def running_pid(self, stream_id: str) -> int | None:
+        """The pid of the process running ``stream_id`` now, if one announced itself and is
+        alive."""
+        try:
+            pid = int(orjson.loads((self.running_dir / f"{stream_id}.json").read_bytes())["pid"])
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+    def post(self, stream_id: str, request: dict[str, Any]) -> None:
+        self.requests_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.requests_dir / f"{stream_id}.json", request)
+
+
+def _write_atomic(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(orjson.dumps(doc))
+    tmp.replace(path)
+
+
+def serve_mailbox(data_dir: Path, stream_id: str, deployment: Any,
+                  interval_s: float = 0.5) -> Callable[[], None]:
+    """Apply the scaling requests other processes post for ``stream_id`` to ``deployment``
+    until the returned function is called; each applied step goes to the audit trail."""
+    from streamprov.adapt.audit import scaling_log
+
+    box = RunMailbox(data_dir)
+    box.announce(stream_id)
+    trail = scaling_log(data_dir)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            req = box.take(stream_id)
+            if req is None:
+                continue
+            current = deployment.parallelism()
+            try:
+                stages = deployment.pipeline.stages
+                counts = Configuration.model_validate(req.get("configuration")).stage_counts(
+                    list(current), deployment.pipeline.max_parallelism,
+                    {s.name: s.sink is None or s.sink.parallel_safe for s in stages})
+            except Exception as exc:  # (a request this version cannot read)
+                trail.append({"streamId": stream_id, "stage": None, "trigger":
+                              req.get("trigger"), "applied": "failed", "note": str(exc)})
+                continue
+            for stage, n in sorted(counts.items()):
+                if stage not in current or current[stage] == n:
+                    continue
+                try:
+                    deployment.scale(stage, int(n))
+                    applied, note = "live", f"applied by the running process (pid {os.getpid()})"
+                except Exception as exc:  # a finished run, a count out of range
+                    applied, note = "failed", str(exc)
+                trail.append({"streamId": stream_id, "stage": stage, "from": current[stage],
+                              "to": int(n), "trigger": req.get("trigger"),
+                              "figures": req.get("figures") or {}, "applied": applied,
+                              "configurationId": req.get("configurationId"), "note": note})
+
+    thread = threading.Thread(target=loop, name="streamprov-mailbox", daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join(5)
+        box.withdraw(stream_id)
+
+    return close

@@ -16,7 +16,7 @@ from typing import Any
 
 from streamprov.adapt.audit import EventLog, scaling_log, trigger_log
 from streamprov.adapt.expectation import Expectation, ExpectationModel
-from streamprov.adapt.live import LiveDeployments
+from streamprov.adapt.live import LiveDeployments, RunMailbox
 from streamprov.adapt.space import Candidate
 from streamprov.adapt.trigger import DeviationTrigger, Observation, Thresholds
 from streamprov.config import Catalog
@@ -40,6 +40,7 @@ class AdaptationService:
         self.trigger = DeviationTrigger(self.triggers, thresholds or Thresholds(),
                                         on_fire=on_trigger)
         self.live = LiveDeployments()
+        self.mailbox = RunMailbox(data_dir)
         self._lock = threading.Lock()
 
     # -- expectations ---------------------------------------------------------------------
@@ -129,6 +130,19 @@ class AdaptationService:
         self.catalog.put_configuration(name, candidate.configuration())
         dep = self.live.get(stream_id)
         events: list[dict[str, Any]] = []
+        pid = self.mailbox.running_pid(stream_id) if dep is None else None
+        if dep is None and pid is not None:
+            # a streamprov run of this stream in another process applies it (RunMailbox)
+            self.mailbox.post(stream_id, {
+                "configuration": candidate.configuration().model_dump(by_alias=True),
+                "configurationId": name, "trigger": trigger, "figures": figures})
+            events.append(self.scaling.append({
+                "streamId": stream_id, "stage": None, "from": from_configuration,
+                "to": candidate.to_json(), "trigger": trigger, "figures": figures,
+                "applied": "requested", "configurationId": name,
+                "note": f"sent to the running streamprov run (pid {pid}), which scales each "
+                        "stage and records it here"}))
+            return events
         if dep is None:
             events.append(self.scaling.append({
                 "streamId": stream_id, "stage": None, "from": from_configuration,
