@@ -30,11 +30,11 @@ from streamprov.runtime.pipeline import Pipeline
 from streamprov.runtime.recovery import (
     count_from_stores,
     find_unfinished,
-    logged_per_source,
+    plan_restart,
+    why_not_restart,
     write_redrive_file,
 )
 from streamprov.runtime.sinks import is_capture
-from streamprov.runtime.sources import resume_reader
 from streamprov.runtime.worker import DRAIN, RING, ClockFactory, Wiring, system_clock
 
 _READY_TIMEOUT_S = 60.0
@@ -315,22 +315,14 @@ class Deployment:
             store.close()
         return path
 
-    def _resumable(self) -> str | None:
-        """Why a crash cannot be recovered from by restarting (None: it can)."""
-        if self.replay_id or not self._log_ingest:
-            return "a replay is not restarted (run it again)"
-        if resume_reader(self.pipeline.source) is None:
-            return "its source cannot be read again from a position (stdin, say)"
-        if self._attempts >= self.max_restarts:
-            return f"it already restarted {self.max_restarts} times"
-        return None
-
     def _restart(self, crash: _Crash) -> None:
         """Replace every process after ``crash``; re-drive what it left unfinished."""
         entry = crash.entry
         what = (f"node process {entry.role} (pid {entry.process.pid}) died with exit code "
                 f"{entry.process.exitcode}")
-        why_not = self._resumable()
+        why_not = why_not_restart(replay_id=self.replay_id, log_ingest=self._log_ingest,
+                                  source=self.pipeline.source, attempts=self._attempts,
+                                  max_restarts=self.max_restarts)
         if why_not is not None:
             raise PipelineError(f"{what}; not restarting: {why_not}")
         self._attempts += 1
@@ -339,23 +331,18 @@ class Deployment:
         self._kill_all(but=self._writer)
         self._save_writer()
         self._abandon_epoch()
-        unfinished = find_unfinished(self._urls[1], self._urls[0], self.stream_id,
-                                     from_record=self._from_record, wait_s=10.0)
-        skip = logged_per_source(unfinished.logged, self.record_base, self.pipeline.sources)
-        redrive: Path | None = None
-        if len(unfinished.orphans):
-            redrive = self._scratch_file(f"epoch-{self._epoch + 1}.arrow")
-            write_redrive_file(redrive, self._urls[1], self.stream_id, unfinished.orphans,
-                               self._origin_nodes)
+        nxt = plan_restart(self._urls[1], self._urls[0], self.stream_id,
+                           from_record=self._from_record, record_base=self.record_base,
+                           sources=self.pipeline.sources,
+                           redrive_path=self._scratch_file(f"epoch-{self._epoch + 1}.arrow"),
+                           origin_node=self._origin_nodes, wait_s=10.0)
         self._epoch += 1
-        self._ingested_before = self._ingested = int(
-            np.count_nonzero(unfinished.logged >= self.record_base))
+        self._ingested_before = self._ingested = nxt.logged_since_base
         # the same parallelism as before the crash, in fresh slots and queues
         self._active = [list(range(len(a))) for a in self._active]
-        self._start_epoch(skip, redrive)
+        self._start_epoch(nxt.skip, nxt.redrive)
         self.recoveries.append(Recovery(entry.role, entry.process.exitcode or 0, at_ns,
-                                        len(unfinished.orphans),
-                                        time.perf_counter() - started))
+                                        nxt.orphans, time.perf_counter() - started))
 
     def _origin_nodes(self, ids: npt.NDArray[np.int64]) -> list[str]:
         """Hop 0's node of each record: source instance k numbers records base + n*K + k

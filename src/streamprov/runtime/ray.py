@@ -34,21 +34,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
 from streamprov.errors import InvalidInput, PipelineError, StreamprovError
 from streamprov.model import validate_id
 from streamprov.runtime.base import next_record_base
 from streamprov.runtime.local import Recovery, RunResult, ScaleStep
 from streamprov.runtime.pipeline import Pipeline
-from streamprov.runtime.recovery import (
-    count_from_stores,
-    find_unfinished,
-    logged_per_source,
-    write_redrive_file,
-)
+from streamprov.runtime.recovery import count_from_stores, plan_restart, why_not_restart
 from streamprov.runtime.sinks import is_capture
-from streamprov.runtime.sources import JsonLinesSource, resume_reader
+from streamprov.runtime.sources import JsonLinesSource
 from streamprov.runtime.worker import ClockFactory, system_clock
 
 INSTALL_HINT = "the Ray runner needs the ray extra: pip install 'streamprov[ray]'"
@@ -301,17 +294,10 @@ class RayDeployment:
         del ray
 
     # -- restarts after an actor died ---------------------------------------------------
-    def _why_not_restart(self) -> str | None:
-        if self.replay_id or not self.wiring.log_ingest:
-            return "a replay is not restarted (run it again)"
-        if resume_reader(self.pipeline.source) is None:
-            return "its source cannot be read again from a position"
-        if self._attempts >= self.runner.max_restarts:
-            return f"it already restarted {self.runner.max_restarts} times"
-        return None
-
     def _restart(self, died: PipelineError) -> None:
-        why_not = self._why_not_restart()
+        why_not = why_not_restart(replay_id=self.replay_id, log_ingest=self.wiring.log_ingest,
+                                  source=self.pipeline.source, attempts=self._attempts,
+                                  max_restarts=self.runner.max_restarts)
         if why_not is not None:
             raise PipelineError(f"{died}; not restarting: {why_not}") from None
         self._attempts += 1
@@ -326,28 +312,23 @@ class RayDeployment:
         if self._capture_thread is not None:
             self._capture_thread.join(10)
         provenance_url, stream_log_url = self._urls
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="streamprov-redrive-"))
         # an embedded store's file stays locked until the killed actor's process is gone
-        unfinished = find_unfinished(stream_log_url, provenance_url, self.stream_id,
-                                     from_record=self._record_base, wait_s=30.0)
-        skip = logged_per_source(unfinished.logged, self._record_base, self.pipeline.sources)
-        redrive: str | None = None
-        if len(unfinished.orphans):
-            if self._scratch is None:
-                self._scratch = Path(tempfile.mkdtemp(prefix="streamprov-redrive-"))
-            path = self._scratch / f"epoch-{self._epoch + 1}.arrow"
-            write_redrive_file(path, stream_log_url, self.stream_id, unfinished.orphans,
-                               self._origin_nodes)
-            redrive = str(path)
+        nxt = plan_restart(stream_log_url, provenance_url, self.stream_id,
+                           from_record=self._record_base, record_base=self._record_base,
+                           sources=self.pipeline.sources,
+                           redrive_path=self._scratch / f"epoch-{self._epoch + 1}.arrow",
+                           origin_node=self._origin_nodes, wait_s=30.0)
         self._epoch += 1
         self._retired = []
-        self._ingested_before = int(np.count_nonzero(unfinished.logged >= self._record_base))
-        self.wiring = replace(self.wiring, epoch=self._epoch, source_skip=skip,
-                              redrive_path=redrive)
+        self._ingested_before = nxt.logged_since_base
+        self.wiring = replace(self.wiring, epoch=self._epoch, source_skip=nxt.skip,
+                              redrive_path=None if nxt.redrive is None else str(nxt.redrive))
         self._start_epoch()
         dead = re.findall(r"node (\S+) died", str(died))
         self.recoveries.append(Recovery(dead[-1] if dead else str(died), 0, at_ns,
-                                        len(unfinished.orphans),
-                                        time.perf_counter() - started))
+                                        nxt.orphans, time.perf_counter() - started))
 
     def _origin_nodes(self, ids: Any) -> list[str]:
         k = ((ids - self._record_base) % self.pipeline.sources).tolist()

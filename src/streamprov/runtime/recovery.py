@@ -121,6 +121,51 @@ def write_redrive_file(path: Path, stream_log_url: str, stream_id: str,
     return int(table.num_rows)
 
 
+def why_not_restart(*, replay_id: str, log_ingest: bool, source: Any, attempts: int,
+                     max_restarts: int) -> str | None:
+    """Why a deployment cannot restart after a node died (None: it can). Both runners ask."""
+    from streamprov.runtime.sources import resume_reader
+
+    if replay_id or not log_ingest:
+        return "a replay is not restarted (run it again)"
+    if resume_reader(source) is None:
+        return "its source cannot be read again from a position (stdin, say)"
+    if attempts >= max_restarts:
+        return f"it already restarted {max_restarts} times"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class NextEpoch:
+    """What a restarted deployment starts from."""
+
+    skip: tuple[int, ...]
+    """Per source instance: records it already had in the log."""
+    redrive: Path | None
+    """The re-drive file (None: nothing to re-drive)."""
+    orphans: int
+    logged_since_base: int
+    """Records of this run in the log (what ``ingested()`` counts from)."""
+
+
+def plan_restart(stream_log_url: str, provenance_url: str, stream_id: str, *,
+                 from_record: int, record_base: int, sources: int, redrive_path: Path,
+                 origin_node: Callable[[npt.NDArray[np.int64]], list[str]],
+                 wait_s: float) -> NextEpoch:
+    """After every node of a deployment is gone: where each source resumes, and the records
+    to re-drive, written to ``redrive_path`` when there are any."""
+    unfinished = find_unfinished(stream_log_url, provenance_url, stream_id,
+                                 from_record=from_record, wait_s=wait_s)
+    redrive: Path | None = None
+    if len(unfinished.orphans):
+        write_redrive_file(redrive_path, stream_log_url, stream_id, unfinished.orphans,
+                           origin_node)
+        redrive = redrive_path
+    return NextEpoch(logged_per_source(unfinished.logged, record_base, sources), redrive,
+                     len(unfinished.orphans),
+                     int(np.count_nonzero(unfinished.logged >= record_base)))
+
+
 def count_from_stores(result: RunResult, stream_log_url: str, provenance_url: str, *,
                       record_base: int, captured: list[dict[str, Any]] | None) -> None:
     """Fill ``result``'s counts from the stores: after a restart the killed nodes' own
@@ -153,9 +198,12 @@ def count_from_stores(result: RunResult, stream_log_url: str, provenance_url: st
 
 __all__ = [
     "REDRIVE_SCHEMA",
+    "NextEpoch",
     "Unfinished",
     "count_from_stores",
     "find_unfinished",
     "logged_per_source",
+    "plan_restart",
+    "why_not_restart",
     "write_redrive_file",
 ]

@@ -471,14 +471,18 @@ class DuckDBProvenanceStore(_DuckDBFile):
     def _window_rows(
         self, table: str, start_ns: int, end_ns: int, replay_id: str, chunk_rows: int
     ) -> Iterator[pa.RecordBatch]:
+        return self._batches(
+            f"SELECT {SELECT_COLUMNS} FROM {table} WHERE replay_id = ? "
+            f"AND origin_ts_ns >= ? AND origin_ts_ns < ? ORDER BY {_ORDER}, hop",
+            [replay_id, start_ns, end_ns], chunk_rows)
+
+    def _batches(self, query: str, params: list[Any],
+                 chunk_rows: int) -> Iterator[pa.RecordBatch]:
+        """A query's non-empty result batches of at most ``chunk_rows`` rows, on a cursor of
+        its own (closed when the iteration ends)."""
         con = self._require().cursor()
         try:
-            reader = con.sql(
-                f"SELECT {SELECT_COLUMNS} FROM {table} WHERE replay_id = ? "
-                f"AND origin_ts_ns >= ? AND origin_ts_ns < ? ORDER BY {_ORDER}, hop",
-                params=[replay_id, start_ns, end_ns],
-            ).to_arrow_reader(chunk_rows)
-            for batch in reader:
+            for batch in con.sql(query, params=params).to_arrow_reader(chunk_rows):
                 if batch.num_rows:
                     yield batch
         finally:
@@ -510,18 +514,10 @@ class DuckDBProvenanceStore(_DuckDBFile):
     def _heads(
         self, table: str, start_ns: int, end_ns: int, replay_id: str, chunk_rows: int
     ) -> Iterator[pa.RecordBatch]:
-        con = self._require().cursor()
-        try:
-            reader = con.sql(
-                f"SELECT {HEAD_COLUMNS} FROM {table} WHERE replay_id = ? AND hop = 0 "
-                f"AND origin_ts_ns >= ? AND origin_ts_ns < ? ORDER BY {_ORDER}",
-                params=[replay_id, start_ns, end_ns],
-            ).to_arrow_reader(chunk_rows)
-            for batch in reader:
-                if batch.num_rows:
-                    yield batch
-        finally:
-            con.close()
+        return self._batches(
+            f"SELECT {HEAD_COLUMNS} FROM {table} WHERE replay_id = ? AND hop = 0 "
+            f"AND origin_ts_ns >= ? AND origin_ts_ns < ? ORDER BY {_ORDER}",
+            [replay_id, start_ns, end_ns], chunk_rows)
 
     def _joined_heads(
         self, table: str, log: DuckDBStreamLog, stream_id: str, start_ns: int, end_ns: int,
