@@ -1,4 +1,5 @@
-"""The provenance writer through a store outage: a real PostgreSQL server stopped mid-run."""
+"""The provenance writer: how long it holds chains, and a store outage (a real PostgreSQL server
+stopped mid-run)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from streamprov.examples.demo import build
 from streamprov.runtime import CaptureSink, LocalRunner
+from streamprov.runtime.worker import flush_interval_s
 from streamprov.store import open_provenance_store
 from tests.pg_server import ExternalServer, PgServer
 
@@ -63,3 +65,10 @@ def test_store_outage_buffers_then_holds_back_and_loses_nothing(
         store.close()
     assert set(chains) == set(range(records)) and max(chains.values()) == 1
     assert result.delivered + result.dropped + result.failed == records
+
+
+def test_a_duckdb_writer_holds_chains_longer_than_a_server_writer() -> None:
+    assert flush_interval_s("duckdb:///data/provenance.duckdb") == 2.0
+    assert flush_interval_s("/data/provenance.duckdb") == 2.0
+    assert flush_interval_s("postgresql://db.example/streamprov") == 0.5
+    assert flush_interval_s("postgres://db.example/streamprov") == 0.5

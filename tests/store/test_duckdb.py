@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pytest
 
-from streamprov.store import open_provenance_store, open_stream_log
+from streamprov.errors import StoreError
+from streamprov.model import Outcome
+from streamprov.store import PROVENANCE_SCHEMA, open_provenance_store, open_stream_log
 from streamprov.store.duckdb import SCHEMA_VERSION
-from tests.store.chains import SECOND, chain, log_rows, rows
+from tests.store.chains import SECOND, chain, in_order, log_rows, rows
 
 
 def _make_version_1(path: Path) -> None:
@@ -43,6 +48,79 @@ def test_version_1_files_are_read_and_upgraded(tmp_path: Path) -> None:
     with duckdb.connect(str(path)) as con:
         row = con.execute("SELECT value FROM streamprov_meta WHERE key = 'schema_version'")
         assert row.fetchone() == (str(SCHEMA_VERSION),)
+
+
+def _make_version_2_provenance(path: Path, table: pa.Table) -> None:
+    """A provenance file as version 2 wrote it: one plain table of canonical rows per stream."""
+    columns = ", ".join(
+        f"{f.name} {'VARCHAR' if pa.types.is_string(f.type) else 'BIGINT'}"
+        f"{'' if f.nullable else ' NOT NULL'}" for f in PROVENANCE_SCHEMA)
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE streamprov_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute("CREATE TABLE streamprov_streams (stream_id VARCHAR PRIMARY KEY, "
+                    "ordinal INTEGER NOT NULL, created_ns BIGINT NOT NULL, "
+                    "expired_before_ns BIGINT, record_floor BIGINT NOT NULL DEFAULT 0)")
+        con.execute("INSERT INTO streamprov_meta VALUES ('schema_version', '2'), "
+                    "('kind', 'provenance')")
+        con.execute("INSERT INTO streamprov_streams VALUES ('s1', 1, 0, NULL, 0)")
+        con.execute(f"CREATE TABLE prov_1 ({columns})")
+        con.register("incoming", table)
+        con.execute("INSERT INTO prov_1 SELECT * FROM incoming")
+
+
+def test_version_2_provenance_is_read_and_upgraded_to_compact_tables(tmp_path: Path) -> None:
+    path = tmp_path / "provenance.duckdb"
+    original = [chain(i, i * SECOND) for i in range(5)] + [
+        chain(5, 5 * SECOND, outcome=Outcome.FAILED, error="boom", hops=2),
+        chain(0, 9 * SECOND, replay_id="r-1", origin_node="replay-src")]
+    _make_version_2_provenance(path, rows(original))
+    reader = open_provenance_store(f"duckdb://{path}", read_only=True)
+    as_v2 = reader.window("s1", 0, 10 * SECOND)
+    reader.close()
+    assert as_v2 == in_order(c for c in original if not c.replay_id)
+
+    store = open_provenance_store(f"duckdb://{path}")
+    assert store.window("s1", 0, 10 * SECOND) == as_v2
+    assert store.window("s1", 0, 10 * SECOND, replay_id="r-1") == [original[-1]]
+    assert store.write(rows(original)) == 0  # every row is already there, codes and all
+    assert store.write(rows([chain(6, 6 * SECOND, origin_node="new-node")])) == 3
+    assert [c.record_id for c in store.window("s1", 0, 10 * SECOND)] == [0, 1, 2, 3, 4, 5, 6]
+    assert store.chains_for_record("s1", 5)[0].error == "boom"
+    store.close()
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT value FROM streamprov_meta WHERE key = 'schema_version'"
+                           ).fetchone() == (str(SCHEMA_VERSION),)
+        kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables "
+                                 "WHERE table_name LIKE 'prov%'").fetchall())
+        assert kinds == {"prov_1": "VIEW", "provc_1": "BASE TABLE"}
+        assert con.execute("SELECT count(*) FROM provc_1").fetchone() == (3 * 6 + 2 + 3,)
+
+
+def test_a_failed_write_forgets_the_tables_and_codes_it_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_provenance_store(f"duckdb://{tmp_path / 'p.duckdb'}")
+    store.write(rows([chain(0, SECOND)]))
+    fresh = rows([chain(0, SECOND, stream_id="s2", origin_node="only-in-a-failed-write")])
+    encode = store._encode  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def failing(*args: Any) -> Any:  # the write fails once the new codes were stored
+        calls.append(1)
+        if len(calls) == 4:
+            raise duckdb.IOException("simulated: the disk went away")
+        return encode(*args)
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "_encode", failing)
+        with pytest.raises(StoreError):
+            store.write(fresh)
+    assert not store.has_stream("s2")
+    assert store.write(fresh) == 3
+    store.close()
+    store = open_provenance_store(f"duckdb://{tmp_path / 'p.duckdb'}", read_only=True)
+    assert store.chains_for_record("s2", 0)[0].hops[0].node_id == "only-in-a-failed-write"
+    assert store.chains_for_record("s1", 0)[0].hops[0].node_id == "src-0"
+    store.close()
 
 
 def test_reads_make_no_arrow_copy_warning(tmp_path: Path) -> None:

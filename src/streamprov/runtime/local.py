@@ -35,7 +35,14 @@ from streamprov.runtime.recovery import (
     write_redrive_file,
 )
 from streamprov.runtime.sinks import is_capture
-from streamprov.runtime.worker import DRAIN, RING, ClockFactory, Wiring, system_clock
+from streamprov.runtime.worker import (
+    DRAIN,
+    RING,
+    ClockFactory,
+    Wiring,
+    flush_interval_s,
+    system_clock,
+)
 
 _READY_TIMEOUT_S = 60.0
 _SAVE_WRITER_S = 5.0
@@ -273,6 +280,7 @@ class Deployment:
             record_base=self.record_base, log_ingest=self._log_ingest,
             clock_factory=self._clock_factory, stop_event=self._stop_event,
             epoch=self._epoch, source_skip=skip,
+            writer_flush_s=flush_interval_s(self._urls[0]),
             writer_buffer_rows=runner.writer_buffer_rows,
             writer_outage_s=runner.writer_outage_s,
             redrive_path=None if redrive is None else str(redrive),

@@ -1,7 +1,11 @@
 """Complete chains (``ChainBatch``) as provenance rows (``PROVENANCE_SCHEMA``), vectorized.
 
-String columns are built dictionary-encoded (a handful of distinct node ids, outcomes and
-stream ids per flush): building a million-row table then costs a few numpy concatenations.
+Each chain batch becomes one Arrow record batch as it arrives (its hop rows grouped by hop),
+and ``build`` returns them as one chunked table without concatenating them: a flush of a
+million rows would otherwise allocate (and fault in) a hundred megabytes of fresh memory for
+a copy the stores do not need. String columns are dictionary-encoded against one dictionary
+per column shared by every chunk (a handful of node ids, outcomes and stream ids per flush),
+so the table also combines cheaply where a backend wants one array per column.
 """
 
 from __future__ import annotations
@@ -14,18 +18,16 @@ from streamprov.runtime.batch import ChainBatch
 from streamprov.store.base import PROVENANCE_SCHEMA
 
 _STRINGS = ("stream_id", "replay_id", "node_id", "origin_node", "outcome")
+_INTS = tuple(f.name for f in PROVENANCE_SCHEMA if f.name not in _STRINGS and f.name != "error")
 
 
 class ChainRowBuilder:
     """Accumulates chain batches; ``build`` returns them as one table, hop rows grouped."""
 
     def __init__(self) -> None:
-        self._parts: dict[str, list[npt.NDArray[np.int64] | npt.NDArray[np.int32]
-                                    | npt.NDArray[np.int16]]] = {
-            name: [] for name in PROVENANCE_SCHEMA.names if name != "error"
-        }
+        self._batches: list[tuple[dict[str, npt.NDArray[np.int32]], list[pa.Array],
+                                  pa.Array]] = []
         self._dicts: dict[str, dict[str, int]] = {name: {} for name in _STRINGS}
-        self._errors: list[tuple[int, list[str]]] = []
         self.rows = 0
         self.chains = 0
 
@@ -36,64 +38,65 @@ class ChainRowBuilder:
             code = d[value] = len(d)
         return code
 
-    def _const(self, column: str, value: str, n: int) -> None:
-        self._parts[column].append(np.full(n, self._code(column, value), dtype=np.int32))
+    def _const(self, column: str, value: str, n: int) -> npt.NDArray[np.int32]:
+        return np.full(n, self._code(column, value), dtype=np.int32)
 
     def add(self, cb: ChainBatch) -> None:
         n = len(cb)
         hops = cb.hops
         h = len(hops)
         total = n * h
-        parts = self._parts
-        self._const("stream_id", cb.stream_id, total)
-        self._const("replay_id", cb.replay_id, total)
-        self._const("origin_node", hops[0].node_id, total)
-        self._const("outcome", cb.outcome.value, total)
         node_codes = np.array([self._code("node_id", x.node_id) for x in hops], dtype=np.int32)
-        parts["node_id"].append(np.repeat(node_codes, n))
-        parts["record_id"].append(np.tile(cb.record_ids, h))
+        codes = {
+            "stream_id": self._const("stream_id", cb.stream_id, total),
+            "replay_id": self._const("replay_id", cb.replay_id, total),
+            "node_id": np.repeat(node_codes, n),
+            "origin_node": self._const("origin_node", hops[0].node_id, total),
+            "outcome": self._const("outcome", cb.outcome.value, total),
+        }
         branches = cb.branches if cb.branches is not None else np.zeros(n, dtype=np.int64)
-        parts["branch"].append(np.tile(branches, h))
-        parts["hop"].append(np.repeat(np.arange(h, dtype=np.int16), n))
-        parts["hops"].append(np.full(total, h, dtype=np.int16))
-        parts["ts_ns"].append(np.concatenate([x.ts_ns for x in hops]))
-        parts["logical"].append(np.concatenate([x.logical for x in hops]))
-        parts["error_ns"].append(
-            np.repeat(np.array([x.error_ns for x in hops], dtype=np.int64), n))
-        parts["origin_ts_ns"].append(np.tile(hops[0].ts_ns, h))
-        parts["origin_logical"].append(np.tile(hops[0].logical, h))
-        if cb.errors is not None:
-            self._errors.append((self.rows + total - n, cb.errors))
+        ints = {
+            "record_id": np.tile(cb.record_ids, h),
+            "branch": np.tile(branches, h),
+            "hop": np.repeat(np.arange(h, dtype=np.int16), n),
+            "hops": np.full(total, h, dtype=np.int16),
+            "ts_ns": np.concatenate([x.ts_ns for x in hops]),
+            "logical": np.concatenate([x.logical for x in hops]),
+            "error_ns": np.repeat(np.array([x.error_ns for x in hops], dtype=np.int64), n),
+            "origin_ts_ns": np.tile(hops[0].ts_ns, h),
+            "origin_logical": np.tile(hops[0].logical, h),
+        }
+        arrays = [pa.array(ints[name], type=PROVENANCE_SCHEMA.field(name).type)
+                  for name in _INTS]
+        if cb.errors is None:
+            error = pa.nulls(total, pa.string())
+        else:  # the message goes on the row of the hop where the record failed (the last)
+            error = pa.array([None] * (total - n) + list(cb.errors), pa.string())
+        self._batches.append((codes, arrays, error))
         self.rows += total
         self.chains += n
 
     def build(self) -> pa.Table:
         """Everything added so far as a table in ``PROVENANCE_SCHEMA`` column order (string
-        columns dictionary-encoded); the builder is empty afterwards."""
-        columns: list[pa.Array] = []
-        for field in PROVENANCE_SCHEMA:
-            name = field.name
-            if name == "error":
-                columns.append(self._error_column())
-                continue
-            values = np.concatenate(self._parts[name]) if self._parts[name] else np.array(
-                [], dtype=np.int64)
-            if name in _STRINGS:
-                columns.append(pa.DictionaryArray.from_arrays(
-                    values.astype(np.int32, copy=False), list(self._dicts[name])))
-            else:
-                columns.append(pa.array(values, type=field.type))
-        table = pa.Table.from_arrays(columns, names=PROVENANCE_SCHEMA.names)
+        columns dictionary-encoded), one chunk per chain batch; the builder is empty
+        afterwards."""
+        dicts = {name: pa.array(list(self._dicts[name]), pa.string()) for name in _STRINGS}
+        schema = pa.schema([
+            pa.field(f.name, pa.dictionary(pa.int32(), pa.string()), nullable=f.nullable)
+            if f.name in _STRINGS else f for f in PROVENANCE_SCHEMA
+        ])
+        batches = []
+        for codes, arrays, error in self._batches:
+            by_name = dict(zip(_INTS, arrays, strict=True))
+            columns = [
+                pa.DictionaryArray.from_arrays(codes[name], dicts[name]) if name in codes
+                else error if name == "error" else by_name[name]
+                for name in PROVENANCE_SCHEMA.names
+            ]
+            batches.append(pa.RecordBatch.from_arrays(columns, schema=schema))
+        table = pa.Table.from_batches(batches, schema=schema)
         self.__init__()  # type: ignore[misc]
         return table
-
-    def _error_column(self) -> pa.Array:
-        if not self._errors:
-            return pa.nulls(self.rows, pa.string())
-        values: list[str | None] = [None] * self.rows
-        for start, errors in self._errors:
-            values[start : start + len(errors)] = errors
-        return pa.array(values, pa.string())
 
 
 def chain_rows(cb: ChainBatch) -> pa.Table:

@@ -1,9 +1,15 @@
 """Embedded DuckDB backends: one file for the provenance store, another for the stream log.
 
 Layout: one table per stream (``prov_<n>`` / ``log_<n>``, named in a catalog table), so a query
-for one stream never reads another's rows. Within a stream, rows are appended in roughly hop-0
-time order, and DuckDB's per-row-group min/max (zone maps) on ``origin_ts_ns`` skip the row
-groups outside a window; every window query states its time bounds so they can.
+for one stream never reads another's rows. In the provenance file ``prov_<n>`` is a view with
+the canonical columns over a compact table ``provc_<n>``: no stream id (the table is the
+stream's), and node ids, replay ids and outcomes as integer codes named in
+``streamprov_names``. DuckDB stores integers for about half what it costs to store the same
+few strings on every hop row, and the writer is the one process that stores every hop.
+
+Within a stream, rows are appended in roughly hop-0 time order, and DuckDB's per-row-group
+min/max (zone maps) on ``origin_ts_ns`` skip the row groups outside a window; every window
+query states its time bounds so they can.
 
 A DuckDB file has a single writer process; readers in other processes must wait until it is
 closed. Idempotency comes from an anti-join against the existing rows of the batch's record-id
@@ -61,10 +67,12 @@ from streamprov.store.rows import (
     conform,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: catalog and per-stream tables. 2: the catalog records where retention cut each stream
 (``expired_before_ns``) and the stream log's record-id floor after expiry (``record_floor``).
-Version 1 files are upgraded in place when opened for writing."""
+3: provenance rows in compact tables behind views (``streamprov_names``; the stream log is
+unchanged). Older files are upgraded in place when opened for writing; opened read-only they
+are read as they are (the views have the columns the version 2 tables had)."""
 
 RETENTION_EVERY_S = 60.0
 """How often writes apply a configured retention."""
@@ -144,8 +152,8 @@ class _DuckDBFile:
                     f"{self.path} has schema version {self._version}, newer than this "
                     f"streamprov understands ({SCHEMA_VERSION}); upgrade streamprov"
                 )
-            if self._version < 2 and not self.read_only:
-                self._upgrade_to_2(con)
+            if self._version < SCHEMA_VERSION and not self.read_only:
+                self._upgrade(con)
         elif not self.read_only:
             con.execute("BEGIN")
             con.execute("CREATE TABLE streamprov_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
@@ -158,23 +166,49 @@ class _DuckDBFile:
                 "INSERT INTO streamprov_meta VALUES ('schema_version', ?), ('kind', ?)",
                 [str(SCHEMA_VERSION), self._kind],
             )
+            self._create_extra(con)
             con.execute("COMMIT")
         if "streamprov_streams" in tables or not self.read_only:
-            for sid, ordinal in con.execute(
-                "SELECT stream_id, ordinal FROM streamprov_streams"
-            ).fetchall():
-                self._tables[sid] = f"{self._prefix}{ordinal}"
+            self._load_catalog(con)
 
-    def _upgrade_to_2(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _load_catalog(self, con: duckdb.DuckDBPyConnection) -> None:
+        """What the file's catalog says, as kept in memory (again after a failed write: it
+        may have added what its rollback took away)."""
+        self._tables = {
+            sid: f"{self._prefix}{ordinal}" for sid, ordinal in
+            con.execute("SELECT stream_id, ordinal FROM streamprov_streams").fetchall()
+        }
+
+    def _upgrade(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Bring an older file to ``SCHEMA_VERSION`` in one transaction."""
         con.execute("BEGIN")
-        con.execute("ALTER TABLE streamprov_streams ADD COLUMN expired_before_ns BIGINT")
-        con.execute("ALTER TABLE streamprov_streams ADD COLUMN record_floor BIGINT DEFAULT 0")
-        con.execute(
-            "UPDATE streamprov_meta SET value = ? WHERE key = 'schema_version'",
-            [str(SCHEMA_VERSION)],
-        )
-        con.execute("COMMIT")
+        try:
+            if self._version < 2:
+                con.execute("ALTER TABLE streamprov_streams ADD COLUMN expired_before_ns BIGINT")
+                con.execute(
+                    "ALTER TABLE streamprov_streams ADD COLUMN record_floor BIGINT DEFAULT 0")
+            if self._version < 3:
+                self._upgrade_to_3(con)
+            con.execute(
+                "UPDATE streamprov_meta SET value = ? WHERE key = 'schema_version'",
+                [str(SCHEMA_VERSION)],
+            )
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            _rollback(con)
+            raise StoreError(f"upgrading {self.path} to schema version {SCHEMA_VERSION}: "
+                             f"{str(exc).splitlines()[0]}") from exc
         self._version = SCHEMA_VERSION
+
+    def _create_extra(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Tables of this kind of file beyond the catalog (in the creating transaction)."""
+
+    def _upgrade_to_3(self, con: duckdb.DuckDBPyConnection) -> None:
+        """This kind of file's part of the upgrade to version 3."""
+
+    def _physical(self, table: str) -> str:
+        """The table that stores the rows ``table`` reads (itself unless it is a view)."""
+        return table
 
     def _require(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -191,7 +225,8 @@ class _DuckDBFile:
         row = con.execute("SELECT coalesce(max(ordinal), 0) + 1 FROM streamprov_streams").fetchone()
         ordinal = int(row[0]) if row else 1
         table = f"{self._prefix}{ordinal}"
-        con.execute(self._create_sql(table))
+        for statement in self._create_sql(table, stream_id):
+            con.execute(statement)
         con.execute(
             "INSERT INTO streamprov_streams (stream_id, ordinal, created_ns) VALUES (?, ?, ?)",
             [stream_id, ordinal, time.time_ns()],
@@ -199,7 +234,7 @@ class _DuckDBFile:
         self._tables[stream_id] = table
         return table
 
-    def _create_sql(self, table: str) -> str:
+    def _create_sql(self, table: str, stream_id: str) -> list[str]:
         raise NotImplementedError
 
     def _catalog_value(self, stream_id: str, column: str) -> int | None:
@@ -232,15 +267,23 @@ class _DuckDBFile:
                 con.execute("COMMIT")
                 return result
             except duckdb.Error as exc:
-                _rollback(con)
+                self._undo(con)
                 raise StoreError(_write_failure(self.path, exc)) from exc
             except BaseException:
-                _rollback(con)
+                self._undo(con)
                 raise
 
-    def _insert_new(self, rows: pa.Table, key: str) -> int:
+    def _undo(self, con: duckdb.DuckDBPyConnection) -> None:
+        _rollback(con)
+        with contextlib.suppress(duckdb.Error):
+            self._load_catalog(con)
+
+    def _insert_new(self, rows: pa.Table, key: str,
+                    stored_form: Callable[[duckdb.DuckDBPyConnection, pa.Table], pa.Table]
+                    | None = None) -> int:
         """Insert the rows whose ``key`` columns are not stored yet, stream by stream, in one
-        transaction; returns how many were new."""
+        transaction; returns how many were new. ``stored_form`` turns a stream's rows into
+        the columns its stored table has (``key`` names those columns)."""
         streams = pc.unique(rows.column("stream_id")).cast(pa.string()).to_pylist()
 
         def insert(con: duckdb.DuckDBPyConnection) -> int:
@@ -249,8 +292,10 @@ class _DuckDBFile:
                 part = rows if len(streams) == 1 else rows.filter(
                     pc.equal(rows["stream_id"].cast(pa.string()), sid)
                 )
-                table = self._ensure_table(con, sid)
+                table = self._physical(self._ensure_table(con, sid))
                 lo, hi = pc.min_max(part.column("record_id")).values()
+                if stored_form is not None:
+                    part = stored_form(con, part)
                 con.register("_incoming", part)
                 try:
                     res = con.execute(
@@ -288,7 +333,7 @@ class _DuckDBFile:
                 if not row or not row[0]:
                     continue
                 dropped += int(row[0])
-                con.execute(f"DELETE FROM {table} WHERE {ts} < ?", [cutoff])
+                con.execute(f"DELETE FROM {self._physical(table)} WHERE {ts} < ?", [cutoff])
                 con.execute(
                     "UPDATE streamprov_streams SET "
                     "expired_before_ns = greatest(coalesce(expired_before_ns, 0), $cut), "
@@ -336,6 +381,8 @@ def _explain(path: Path, exc: Exception) -> str:
 def _arrow_type_sql(t: pa.DataType) -> str:
     if pa.types.is_int16(t):
         return "SMALLINT"
+    if pa.types.is_int32(t):
+        return "INTEGER"
     if pa.types.is_int64(t):
         return "BIGINT"
     return "VARCHAR"
@@ -347,6 +394,37 @@ def _columns_sql(schema: pa.Schema) -> str:
     )
 
 
+_CODED = {"replay_code": "replay_id", "node_code": "node_id",
+          "origin_node_code": "origin_node", "outcome_code": "outcome"}
+"""Columns of the compact table that hold ``streamprov_names`` codes, and what they encode."""
+
+_COMPACT_SCHEMA = pa.schema([
+    pa.field(name, pa.int32(), nullable=False)
+    if (name := next((k for k, v in _CODED.items() if v == f.name), f.name)) in _CODED
+    else f
+    for f in PROVENANCE_SCHEMA if f.name != "stream_id"
+])
+"""``PROVENANCE_SCHEMA`` as stored in the provenance file's compact tables."""
+
+
+def _view_sql(view: str, physical: str, stream_id: str) -> str:
+    """The view that reads a compact table with the canonical columns."""
+    names = []
+    joins = []
+    for i, field in enumerate(PROVENANCE_SCHEMA):
+        if field.name == "stream_id":
+            names.append("'" + stream_id.replace("'", "''") + "' AS stream_id")
+            continue
+        code = next((k for k, v in _CODED.items() if v == field.name), None)
+        if code is None:
+            names.append(f"p.{field.name}")
+        else:
+            names.append(f"n{i}.name AS {field.name}")
+            joins.append(f"JOIN streamprov_names n{i} ON n{i}.code = p.{code}")
+    return (f"CREATE VIEW {view} AS SELECT {', '.join(names)} FROM {physical} p "
+            + " ".join(joins))
+
+
 class DuckDBProvenanceStore(_DuckDBFile):
     """``ProvenanceStore`` in a DuckDB file."""
 
@@ -354,14 +432,104 @@ class DuckDBProvenanceStore(_DuckDBFile):
     _kind = "provenance"
     _ts_column = "origin_ts_ns"
 
-    def _create_sql(self, table: str) -> str:
-        return f"CREATE TABLE {table} ({_columns_sql(PROVENANCE_SCHEMA)})"
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        self._codes: dict[str, int] = {}
+        super().__init__(url, **kwargs)
+
+    def _load_catalog(self, con: duckdb.DuckDBPyConnection) -> None:
+        super()._load_catalog(con)
+        self._codes = dict(con.execute("SELECT name, code FROM streamprov_names").fetchall()
+                           ) if self._version >= 3 else {}
+
+    def _create_sql(self, table: str, stream_id: str) -> list[str]:
+        return [f"CREATE TABLE {self._physical(table)} ({_columns_sql(_COMPACT_SCHEMA)})",
+                _view_sql(table, self._physical(table), stream_id)]
+
+    def _create_extra(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("CREATE TABLE streamprov_names (code INTEGER PRIMARY KEY, "
+                    "name VARCHAR NOT NULL UNIQUE)")
+
+    def _upgrade_to_3(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Version 2 tables become compact tables behind views, rows in the same order."""
+        self._create_extra(con)
+        streams = con.execute("SELECT stream_id, ordinal FROM streamprov_streams").fetchall()
+        for sid, ordinal in streams:
+            table = f"{self._prefix}{ordinal}"
+            con.execute(f"INSERT INTO streamprov_names SELECT (SELECT coalesce(max(code), -1) "
+                        "FROM streamprov_names) + row_number() OVER (), name FROM ("
+                        f"SELECT DISTINCT unnest([replay_id, node_id, origin_node, outcome]) "
+                        f"AS name FROM {table}) WHERE name NOT IN "
+                        "(SELECT name FROM streamprov_names)")
+            physical = self._compact_name(table)
+            con.execute(f"CREATE TABLE {physical} ({_columns_sql(_COMPACT_SCHEMA)})")
+            con.execute(
+                f"INSERT INTO {physical} SELECT p.record_id, p.branch, r.code, p.hop, p.hops, "
+                "n.code, p.ts_ns, p.logical, p.error_ns, p.origin_ts_ns, p.origin_logical, "
+                f"o.code, c.code, p.error FROM {table} p "
+                "JOIN streamprov_names r ON r.name = p.replay_id "
+                "JOIN streamprov_names n ON n.name = p.node_id "
+                "JOIN streamprov_names o ON o.name = p.origin_node "
+                "JOIN streamprov_names c ON c.name = p.outcome "
+                "ORDER BY p.origin_ts_ns, p.record_id, p.hop")
+            con.execute(f"DROP TABLE {table}")
+            con.execute(_view_sql(table, physical, sid))
+
+    def _physical(self, table: str) -> str:
+        return self._compact_name(table) if self._version >= 3 else table
+
+    def _compact_name(self, table: str) -> str:
+        return table.replace(self._prefix, "provc_", 1)
 
     def write(self, rows: pa.Table) -> int:
         rows = conform(rows, PROVENANCE_SCHEMA, "provenance")
         if rows.num_rows == 0:
             return 0
-        return self._insert_new(rows, "record_id, branch, hop, replay_id")
+        new: dict[str, int] = {}
+
+        def compact(con: duckdb.DuckDBPyConnection, part: pa.Table) -> pa.Table:
+            columns = []
+            for field in _COMPACT_SCHEMA:
+                source = _CODED.get(field.name)
+                if source is None:
+                    columns.append(part.column(field.name))
+                else:
+                    columns.append(self._encode(con, part.column(source), new))
+            return pa.Table.from_arrays(columns, schema=_COMPACT_SCHEMA)
+
+        added = self._insert_new(rows, "record_id, branch, hop, replay_code", compact)
+        self._codes.update(new)  # (a failed write reloads the codes the file has instead)
+        return added
+
+    def _encode(self, con: duckdb.DuckDBPyConnection, column: pa.ChunkedArray,
+                new: dict[str, int]) -> pa.ChunkedArray:
+        """A string column as the ``streamprov_names`` codes of its values, chunk by chunk
+        (the builder's chunks share one small dictionary: it is mapped once)."""
+        out = []
+        mapped: tuple[pa.Array, npt.NDArray[np.int32]] | None = None
+        for chunk in column.chunks:
+            if not pa.types.is_dictionary(chunk.type):
+                chunk = pc.dictionary_encode(chunk)
+            if mapped is None or not (mapped[0] is chunk.dictionary
+                                      or mapped[0].equals(chunk.dictionary)):
+                names = chunk.dictionary.cast(pa.string()).to_pylist()
+                mapped = (chunk.dictionary, np.array(
+                    [self._code(con, name, new) for name in names], dtype=np.int32))
+            indices = chunk.indices.to_numpy(zero_copy_only=False)
+            out.append(pa.array(mapped[1][indices], pa.int32()))
+        return pa.chunked_array(out, pa.int32())
+
+    def _code(self, con: duckdb.DuckDBPyConnection, name: str, new: dict[str, int]) -> int:
+        code = self._codes.get(name, new.get(name))
+        if code is None:
+            row = con.execute("SELECT code FROM streamprov_names WHERE name = ?",
+                              [name]).fetchone()
+            if row is None:
+                row = con.execute("INSERT INTO streamprov_names SELECT coalesce(max(code), -1) "
+                                  "+ 1, ? FROM streamprov_names RETURNING code",
+                                  [name]).fetchone()
+            assert row is not None
+            code = new[name] = int(row[0])
+        return code
 
     def streams(self) -> list[StreamSummary]:
         out = []
@@ -640,8 +808,8 @@ class DuckDBStreamLog(_DuckDBFile):
     _kind = "stream-log"
     _ts_column = "ingest_ts_ns"
 
-    def _create_sql(self, table: str) -> str:
-        return f"CREATE TABLE {table} ({_columns_sql(STREAM_LOG_SCHEMA)})"
+    def _create_sql(self, table: str, stream_id: str) -> list[str]:
+        return [f"CREATE TABLE {table} ({_columns_sql(STREAM_LOG_SCHEMA)})"]
 
     def append(self, rows: pa.Table) -> None:
         rows = conform(rows, STREAM_LOG_SCHEMA, "stream log")
