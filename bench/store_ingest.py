@@ -2,10 +2,13 @@
 
 Side by side in one run: every batch (one stream, 4 hops per record, string columns
 dictionary-encoded as the runtime's row builder makes them) goes once through
-``DuckDBProvenanceStore.write()`` (schema checks, per-stream table, idempotency anti-join,
-transaction) and once as a plain ``INSERT INTO t SELECT * FROM batch`` into an identical table
-in a second file opened with the same settings. Both tables grow to a few million rows.
-Ratio = writer rows/s over raw rows/s; target >= 0.8.
+``DuckDBProvenanceStore.write()`` (schema checks, per-stream table, names as codes,
+idempotency anti-join, transaction) and once as a plain ``INSERT INTO t SELECT * FROM batch``
+into a table with the canonical columns (``PROVENANCE_SCHEMA``) in a second file opened with
+the same settings: what storing the same rows in DuckDB costs without streamprov. Both grow to
+a few million rows. Ratio = writer rows/s over raw rows/s; target >= 0.8. (Since schema
+version 3 the writer stores a compact form of the rows, which is why it can beat the raw
+insert.)
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from streamprov.store.base import PROVENANCE_SCHEMA
-from streamprov.store.duckdb import DuckDBProvenanceStore
+from streamprov.store.duckdb import DuckDBProvenanceStore, _columns_sql
 
 HOPS = 4
 NODES = ("source-0", "parse-1", "enrich-2", "sink-0")
@@ -86,7 +89,7 @@ def run(quick: bool) -> dict[str, Any]:
         tables = {}
         for i, sid in enumerate(streams):
             tables[sid] = f"raw_{i}"
-            raw.execute(store._create_sql(f"raw_{i}"))
+            raw.execute(f"CREATE TABLE raw_{i} ({_columns_sql(PROVENANCE_SCHEMA)})")
         warm = provenance_batch("warm", 0, 10_000, 0, gap_ns)
         store.write(warm)
         next_id = dict.fromkeys(streams, 0)
