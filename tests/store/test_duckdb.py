@@ -140,3 +140,39 @@ def test_bare_paths_open_duckdb(tmp_path: Path) -> None:
     assert store.write(rows([chain(0, SECOND)])) == 3
     store.close()
     assert (tmp_path / "bare.duckdb").exists()
+
+
+def test_ordered_reads_sorted_slice_by_slice_keep_the_window_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamprov.store.duckdb as duck
+
+    # 60 chains, hop-0 times with many ties (broken by logical counter, node, record id)
+    chains = [chain(i, (i // 4) * SECOND, logical=(7 * i) % 3,
+                    origin_node=f"src-{i % 2}") for i in range(60)]
+    store = open_provenance_store(f"duckdb://{tmp_path / 'p.duckdb'}")
+    store.write(rows(chains))
+    whole = store.window("s1", 0, 100 * SECOND, limit=1000)
+    heads = pa.Table.from_batches(list(store.window_heads("s1", 0, 100 * SECOND)))
+    monkeypatch.setattr(duck, "SLICE_ROWS", 7)
+    assert len(store._slices("prov_1", "replay_id = ?", [""],  # type: ignore[attr-defined]
+                             0, 100 * SECOND)) > 5
+    sliced = [c for part in store.iter_window("s1", 0, 100 * SECOND, chunk_rows=5)
+              for c in part]
+    assert sliced == whole == in_order(chains)
+    again = pa.Table.from_batches(list(store.window_heads("s1", 0, 100 * SECOND, chunk_rows=3)))
+    assert again.equals(heads)
+    store.close()
+
+
+def test_the_url_sets_the_memory_limit_and_names_what_is_wrong(tmp_path: Path) -> None:
+    url = f"duckdb://{tmp_path / 'p.duckdb'}"
+    store = open_provenance_store(f"{url}?memory_limit=64MB")
+    assert store.path == tmp_path / "p.duckdb"  # type: ignore[attr-defined]
+    got = store._con.execute(  # type: ignore[attr-defined]
+        "SELECT current_setting('memory_limit')").fetchone()
+    assert got is not None and "MiB" in got[0] and float(got[0].split()[0]) < 64
+    store.close()
+    with pytest.raises(StoreError, match="memory_limit 'lots'"):
+        open_provenance_store(f"{url}?memory_limit=lots")
+    with pytest.raises(StoreError, match="unknown option 'threads'"):
+        open_stream_log(f"{url}?threads=8")

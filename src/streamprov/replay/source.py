@@ -182,7 +182,9 @@ class ReplaySource:
         due time and spins for the rest, then measures and yields. A batch holds the records
         due within ``quantum_ns`` of its first, and when the source is late, every record
         already due (up to ``batch_size``), so it catches up without ever sending early."""
-        reader = pa.ipc.open_file(pa.memory_map(self.path, "r"))
+        # (read, not memory-mapped: mapped pages of a 10M-record file would count in this
+        # process's RSS as they are read, and the report samples it)
+        reader = pa.ipc.open_file(pa.OSFile(self.path, "rb"))
         batches: list[_Batch] = []
         if reader.num_record_batches:
             first_rb = reader.get_batch(0)

@@ -26,6 +26,7 @@ copy that a DB-API result makes).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import threading
@@ -78,16 +79,36 @@ RETENTION_EVERY_S = 60.0
 """How often writes apply a configured retention."""
 
 _ORDER = "origin_ts_ns, origin_logical, origin_node, record_id, branch"
+SLICE_ROWS = 131_072
+"""Rows sorted at a time by an ordered window read (see ``_ordered``): about 12 MB of DuckDB
+memory, whatever the window's size."""
 T = TypeVar("T")
 
 
+DEFAULT_MEMORY_LIMIT = "2GB"
+_URL_OPTIONS = ("memory_limit",)
+
+
 def path_from_url(url: str) -> Path:
-    """``duckdb:///abs/file.duckdb`` or ``duckdb://rel/file.duckdb`` (or a bare path)."""
+    """``duckdb:///abs/file.duckdb`` or ``duckdb://rel/file.duckdb`` (or a bare path), with
+    optional ``?memory_limit=512MB``."""
+    return _parse_url(url)[0]
+
+
+def _parse_url(url: str) -> tuple[Path, dict[str, str]]:
+    from urllib.parse import parse_qsl
+
     if url.startswith("duckdb://"):
         url = url[len("duckdb://") :]
+    url, _, query = url.partition("?")
     if not url:
         raise StoreError("duckdb URL names no file: use duckdb:///path/to/file.duckdb")
-    return Path(url)
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - set(_URL_OPTIONS))
+    if unknown:
+        raise StoreError(f"unknown option {unknown[0]!r} in the duckdb URL "
+                         f"(known: {', '.join(_URL_OPTIONS)})")
+    return Path(url), options
 
 
 class _DuckDBFile:
@@ -102,15 +123,18 @@ class _DuckDBFile:
         url: str,
         *,
         read_only: bool = False,
-        memory_limit: str = "2GB",
+        memory_limit: str | None = None,
         partition_ns: int | None = None,
         retention_ns: int | None = None,
     ) -> None:
         """``partition_ns``: the time bucket that retention drops whole (default one hour).
         ``retention_ns``: when set, writes drop data older than that, once a minute at most.
+        ``memory_limit`` (else the URL's ``memory_limit``, else 2 GB): what DuckDB may hold,
+        its cache of the file's blocks included; work beyond it spills to a temporary file.
         """
         self.url = url
-        self.path = path_from_url(url)
+        self.path, options = _parse_url(url)
+        memory_limit = memory_limit or options.get("memory_limit") or DEFAULT_MEMORY_LIMIT
         self.read_only = read_only
         self.partition_ns = int(partition_ns or DEFAULT_PARTITION_NS)
         self.retention_ns = retention_ns
@@ -131,6 +155,9 @@ class _DuckDBFile:
                 config={"memory_limit": memory_limit, "threads": 2},
             )
         except duckdb.Error as exc:
+            if "memory" in str(exc).lower():
+                raise StoreError(f"memory_limit {memory_limit!r} for {self.path}: "
+                                 f"{str(exc).splitlines()[0]}") from exc
             raise StoreError(_explain(self.path, exc)) from exc
         try:
             self._init_schema()
@@ -639,10 +666,48 @@ class DuckDBProvenanceStore(_DuckDBFile):
     def _window_rows(
         self, table: str, start_ns: int, end_ns: int, replay_id: str, chunk_rows: int
     ) -> Iterator[pa.RecordBatch]:
-        return self._batches(
-            f"SELECT {SELECT_COLUMNS} FROM {table} WHERE replay_id = ? "
-            f"AND origin_ts_ns >= ? AND origin_ts_ns < ? ORDER BY {_ORDER}, hop",
-            [replay_id, start_ns, end_ns], chunk_rows)
+        return self._ordered(table, SELECT_COLUMNS, "replay_id = ?", [replay_id],
+                             f"{_ORDER}, hop", start_ns, end_ns, chunk_rows)
+
+    def _ordered(self, table: str, columns: str, where: str, params: list[Any], order: str,
+                 start_ns: int, end_ns: int, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+        """The rows of ``table`` matching ``where`` with hop-0 time in [start, end), ordered
+        by ``order`` (which begins with ``origin_ts_ns``), in batches of ``chunk_rows``.
+
+        A window is sorted one time slice at a time, not as a whole: DuckDB holds the rows of
+        a sort in memory (about 100 bytes per row, up to its memory limit), so one sort of a
+        10M-record window would take a gigabyte. Slices of about ``SLICE_ROWS`` rows come
+        from one pass of approximate quantiles over the window's hop-0 times; as every order
+        begins with that time, slice after slice is the window's order exactly."""
+        for lo, hi in self._slices(table, where, params, start_ns, end_ns):
+            yield from self._batches(
+                f"SELECT {columns} FROM {table} WHERE {where} "
+                f"AND origin_ts_ns >= ? AND origin_ts_ns < ? ORDER BY {order}",
+                [*params, lo, hi], chunk_rows)
+
+    def _slices(self, table: str, where: str, params: list[Any], start_ns: int,
+                end_ns: int) -> list[tuple[int, int]]:
+        """[lo, hi) ranges of hop-0 time covering [start, end), about ``SLICE_ROWS`` rows
+        matching ``where`` each."""
+        con = self._require().cursor()
+        try:
+            bounds = f"{where} AND origin_ts_ns >= ? AND origin_ts_ns < ?"
+            got = con.execute(f"SELECT count(*) FROM {table} WHERE {bounds}",
+                              [*params, start_ns, end_ns]).fetchone()
+            rows = int(got[0]) if got else 0
+            if rows <= SLICE_ROWS:
+                return [(start_ns, end_ns)]
+            parts = -(-rows // SLICE_ROWS)
+            qs = ", ".join(f"{i / parts:.6f}" for i in range(1, parts))
+            got = con.execute(
+                f"SELECT approx_quantile(origin_ts_ns, [{qs}]) FROM {table} WHERE {bounds}",
+                [*params, start_ns, end_ns]).fetchone()
+        finally:
+            con.close()
+        cuts = sorted({int(x) for x in (got[0] if got and got[0] else [])
+                       if start_ns < int(x) < end_ns})
+        edges = [start_ns, *cuts, end_ns]
+        return list(itertools.pairwise(edges))
 
     def _batches(self, query: str, params: list[Any],
                  chunk_rows: int) -> Iterator[pa.RecordBatch]:
@@ -682,10 +747,8 @@ class DuckDBProvenanceStore(_DuckDBFile):
     def _heads(
         self, table: str, start_ns: int, end_ns: int, replay_id: str, chunk_rows: int
     ) -> Iterator[pa.RecordBatch]:
-        return self._batches(
-            f"SELECT {HEAD_COLUMNS} FROM {table} WHERE replay_id = ? AND hop = 0 "
-            f"AND origin_ts_ns >= ? AND origin_ts_ns < ? ORDER BY {_ORDER}",
-            [replay_id, start_ns, end_ns], chunk_rows)
+        return self._ordered(table, HEAD_COLUMNS, "replay_id = ? AND hop = 0", [replay_id],
+                             _ORDER, start_ns, end_ns, chunk_rows)
 
     def _joined_heads(
         self, table: str, log: DuckDBStreamLog, stream_id: str, start_ns: int, end_ns: int,
