@@ -148,7 +148,8 @@ class ReplayProgress(Out):
 class ReplayOut(Out):
     """A replay's state, progress, and its report once finished (see the report's keys in
     the documentation: records, durationS, targetThroughput, achievedThroughput, latencyNs,
-    perHopLatencyNs, pacingLagNs, nodes, scalingSteps, errors, fidelity, ...)."""
+    perHopLatencyNs, pacingLagNs, pacingErrorNs, nodes, scalingSteps, errors, fidelity,
+    ...)."""
 
     replay_id: str
     state: ReplayState

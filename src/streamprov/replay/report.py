@@ -9,7 +9,9 @@ Figures and where they come from:
   each ``{count, p50, p95, p99, max}``: log-linear histograms over the replay's chains;
 * ``pacingLagNs``: actual minus scheduled emit time of every record, from the replay source;
   ``keptUp`` is false when its p99 exceeds ``LAG_LIMIT_NS`` (the configuration could not keep
-  up; the replay did not slow down to hide it);
+  up; the replay did not slow down to hide it); ``pacingErrorNs``: the same without its sign
+  (a record that leaves with an earlier one of its batch is early by less than the source's
+  quantum, 1 ms);
 * ``nodes``: per node process, its counts and psutil samples (CPU %, peak RSS, memory
   utilization against the node type);
 * ``fidelity``: ``match`` when the replay's outcome digest equals the original window's (same
@@ -54,7 +56,7 @@ def empty_report(replay_id: str, req: ReplayRequest, window: WindowFile,
         "replayId": replay_id, "streamId": req.stream_id, "records": 0, "durationS": 0.0,
         "targetThroughput": 0.0, "achievedThroughput": 0.0, "latencyNs": zero,
         "latencyBucketsNs": LatencyHistogram().cumulative(), "perHopLatencyNs": {},
-        "pacingLagNs": zero, "keptUp": True, "nodes": [],
+        "pacingLagNs": zero, "pacingErrorNs": zero, "keptUp": True, "nodes": [],
         "scalingSteps": [], "errors": 0, "fidelity": "unknown",
         "message": "the window holds no records to replay: nothing was provisioned",
         "window": _window_json(req, window), "reconstructS": round(reconstruct_s, 4),
@@ -86,6 +88,7 @@ def build_report(*, replay_id: str, request: ReplayRequest, window: WindowFile,
         entry["kind"] = "infrastructure" if kind in _INFRA else "stage"
         nodes.append(entry)
     lag = source_stats.get("pacingLagNs") or LatencyHistogram().summary()
+    error = source_stats.get("pacingErrorNs") or LatencyHistogram().summary()
     records = metrics.digest.records  # one branch-0 chain per replayed record
     duration_s = metrics.span_ns / 1e9
     span_s = window.span_ns / 1e9 / request.speed
@@ -134,6 +137,8 @@ def build_report(*, replay_id: str, request: ReplayRequest, window: WindowFile,
         "latencyBucketsNs": metrics.end_to_end.cumulative(),
         "perHopLatencyNs": {s: h.summary() for s, h in sorted(metrics.per_stage.items())},
         "pacingLagNs": {k: lag[k] for k in ("count", "p50", "p95", "p99", "max") if k in lag},
+        "pacingErrorNs": {k: error[k] for k in ("count", "p50", "p95", "p99", "max")
+                          if k in error},
         "keptUp": kept_up,
         "outcomes": metrics.outcomes,
         "nodes": nodes,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import mmap
 import os
 import time
 from collections.abc import Iterator
@@ -45,10 +46,14 @@ _DECODE_SLICE = 32
 _SLICE_COST_NS = 150_000
 """Time a slice of preparation may take at most, as far as the wait loop assumes."""
 
-QUANTUM_NS = 500_000
-"""Records due within this long of the first one of a batch leave with it (0.5 ms): a batch
-per record would cost more in inter-process messages than the pacing gains. A record so
-emitted is early by less than this much; its (negative) lag counts in the pacing error."""
+QUANTUM_NS = 1_000_000
+"""Records due within this long of the first one of a batch leave with it (1 ms): every batch
+is a message through each of the pipeline's processes, and a message costs each of them about
+a hundred microseconds whatever it holds. At 0.5 ms a 10x replay of records 0.1 ms apart sent
+2,000 messages a second, about what a small pipeline's processes take on 2 cores: the source
+was held back (backpressure) and emitted 2-4 ms late (lag p99 2.0-2.7 ms); at 1 ms, lateness
+p99 was 0.002-0.004 ms. A record so emitted is early by less than this much; its (negative)
+lag counts in the pacing error (``pacingErrorNs``: absolute), not in the lateness."""
 
 SPIN_NS = 200_000
 """The source sleeps until this long before a batch is due and spins on the clock for the
@@ -102,6 +107,25 @@ def _precise_timers() -> None:
             os.setpriority(os.PRIO_PROCESS, 0, _PRECISE_PRIORITY)
     with contextlib.suppress(Exception):
         _short_slice(_SLICE_NS)
+
+
+class _MappedFile:
+    """The window file, memory-mapped: a batch's pages come in as they are decoded, in the
+    slices the wait loop allows for, where reading a batch from the file costs up to
+    milliseconds at once. Mapped pages count in the process's RSS (what the replay report
+    samples) once touched, so ``release`` gives back those of the batches already sent
+    (the data stays in the page cache; a page touched again comes back from there)."""
+
+    def __init__(self, path: str) -> None:
+        with open(path, "rb") as f:
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def reader(self) -> pa.BufferReader:
+        return pa.BufferReader(pa.py_buffer(self._map))
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError, AttributeError, ValueError):  # (best effort)
+            self._map.madvise(mmap.MADV_DONTNEED)
 
 
 class _Batch:
@@ -182,9 +206,8 @@ class ReplaySource:
         due time and spins for the rest, then measures and yields. A batch holds the records
         due within ``quantum_ns`` of its first, and when the source is late, every record
         already due (up to ``batch_size``), so it catches up without ever sending early."""
-        # (read, not memory-mapped: mapped pages of a 10M-record file would count in this
-        # process's RSS as they are read, and the report samples it)
-        reader = pa.ipc.open_file(pa.OSFile(self.path, "rb"))
+        mapped = _MappedFile(self.path)
+        reader = pa.ipc.open_file(mapped.reader())
         batches: list[_Batch] = []
         if reader.num_record_batches:
             first_rb = reader.get_batch(0)
@@ -198,13 +221,13 @@ class ReplaySource:
         gc.collect()
         gc.disable()
         try:
-            yield from self._inject(reader, batches, batch_size)
+            yield from self._inject(reader, batches, batch_size, mapped)
         finally:
             if collecting:
                 gc.enable()
 
     def _inject(self, reader: pa.ipc.RecordBatchFileReader, batches: list[_Batch],
-                batch_size: int) -> Iterator[SourceChunk]:
+                batch_size: int, mapped: _MappedFile) -> Iterator[SourceChunk]:
         window = Path(self.path)
         cancel = cancel_path(window)
         late = LatencyHistogram()
@@ -285,6 +308,7 @@ class ReplaySource:
             late.record(lags)
             error.record(np.abs(lags))
             batches.pop(0)
+            mapped.release()
             if not cancelled and not batches and loaded < total:
                 work_ahead()  # (the source is behind: nothing was prepared)
             if not cancelled and cancel.exists():
