@@ -4,15 +4,17 @@ do not assert on timing)."""
 from __future__ import annotations
 
 import gc
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pytest
 
 from streamprov.replay.reconstruct import WINDOW_FILE_SCHEMA
-from streamprov.replay.source import ReplaySource, cancel_path, go_path
+from streamprov.replay.source import REALTIME_ENV, ReplaySource, cancel_path, go_path
 from streamprov.runtime import SourceChunk
 
 
@@ -61,3 +63,32 @@ def test_cancel_file_stops_injection(tmp_path: Path) -> None:
     assert report["cancelled"] is True
     assert 3 <= report["records"] == got < n
     assert gc.isenabled()
+
+
+def _scheduling() -> tuple[int, int]:
+    return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_scheduling_is_as_before_once_injection_ends(tmp_path: Path) -> None:
+    path = _window(tmp_path / "w.arrow", 50, 20_000, batch_rows=16)
+    go_path(path).touch()
+    before = _scheduling()
+    during: list[tuple[int, int]] = []
+    source = ReplaySource(path, 10.0, 50)
+    for _ in source.read(0, 1, 8):
+        during.append(_scheduling())
+    assert _scheduling() == before
+    report = source.report()
+    if report["realtime"]:  # (where the process may use the real-time class)
+        assert during[0][0] == os.SCHED_FIFO
+
+
+def test_real_time_scheduling_can_be_turned_off(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(REALTIME_ENV, "0")
+    path = _window(tmp_path / "w.arrow", 20, 20_000, batch_rows=16)
+    go_path(path).touch()
+    source = ReplaySource(path, 10.0, 20)
+    schedulers = {os.sched_getscheduler(0) for _ in source.read(0, 1, 8)}
+    assert source.report()["realtime"] is False
+    assert os.SCHED_FIFO not in schedulers
