@@ -84,7 +84,7 @@ def run(quick: bool) -> dict[str, Any]:
         root = Path(tmp)
         store = DuckDBProvenanceStore(f"duckdb://{root / 'writer.duckdb'}")
         raw = duckdb.connect(
-            str(root / "raw.duckdb"), config={"memory_limit": "2GB", "threads": 2}
+            str(root / "raw.duckdb"), config={"memory_limit": "2GB", "threads": 1}
         )
         tables = {}
         for i, sid in enumerate(streams):

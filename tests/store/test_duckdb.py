@@ -174,5 +174,27 @@ def test_the_url_sets_the_memory_limit_and_names_what_is_wrong(tmp_path: Path) -
     store.close()
     with pytest.raises(StoreError, match="memory_limit 'lots'"):
         open_provenance_store(f"{url}?memory_limit=lots")
-    with pytest.raises(StoreError, match="unknown option 'threads'"):
-        open_stream_log(f"{url}?threads=8")
+    with pytest.raises(StoreError, match="unknown option 'cores'"):
+        open_stream_log(f"{url}?cores=8")
+    with pytest.raises(StoreError, match="threads in the duckdb URL"):
+        open_stream_log(f"{url}?threads=none")
+
+
+def test_writers_use_one_thread_readers_two_unless_the_url_says(tmp_path: Path) -> None:
+    url = f"duckdb://{tmp_path / 'p.duckdb'}"
+
+    def threads(store: object) -> int:
+        got = store._con.execute(  # type: ignore[attr-defined]
+            "SELECT current_setting('threads')").fetchone()
+        assert got is not None
+        return int(got[0])
+
+    writer = open_provenance_store(url)
+    assert threads(writer) == 1
+    writer.close()
+    reader = open_provenance_store(url, read_only=True)
+    assert threads(reader) == 2
+    reader.close()
+    writer = open_provenance_store(f"{url}?threads=3")
+    assert threads(writer) == 3
+    writer.close()

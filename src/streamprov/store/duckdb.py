@@ -86,12 +86,12 @@ T = TypeVar("T")
 
 
 DEFAULT_MEMORY_LIMIT = "2GB"
-_URL_OPTIONS = ("memory_limit",)
+_URL_OPTIONS = ("memory_limit", "threads")
 
 
 def path_from_url(url: str) -> Path:
     """``duckdb:///abs/file.duckdb`` or ``duckdb://rel/file.duckdb`` (or a bare path), with
-    optional ``?memory_limit=512MB``."""
+    optional ``?memory_limit=512MB&threads=4``."""
     return _parse_url(url)[0]
 
 
@@ -109,6 +109,19 @@ def _parse_url(url: str) -> tuple[Path, dict[str, str]]:
         raise StoreError(f"unknown option {unknown[0]!r} in the duckdb URL "
                          f"(known: {', '.join(_URL_OPTIONS)})")
     return Path(url), options
+
+
+def _threads(text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 256:
+        raise StoreError(f"threads in the duckdb URL must be a whole number from 1 to 256, "
+                         f"not {text!r}")
+    return n
 
 
 class _DuckDBFile:
@@ -131,10 +144,15 @@ class _DuckDBFile:
         ``retention_ns``: when set, writes drop data older than that, once a minute at most.
         ``memory_limit`` (else the URL's ``memory_limit``, else 2 GB): what DuckDB may hold,
         its cache of the file's blocks included; work beyond it spills to a temporary file.
+        The URL's ``threads``: DuckDB's worker threads, by default 1 when writing (the
+        ingest node and the writer append in a pipeline whose other processes want the
+        cores: a second thread cost the three-hop benchmark 15 % of its CPU and gained
+        nothing) and 2 when reading (a window's sort runs in parallel).
         """
         self.url = url
         self.path, options = _parse_url(url)
         memory_limit = memory_limit or options.get("memory_limit") or DEFAULT_MEMORY_LIMIT
+        threads = _threads(options.get("threads"), 2 if read_only else 1)
         self.read_only = read_only
         self.partition_ns = int(partition_ns or DEFAULT_PARTITION_NS)
         self.retention_ns = retention_ns
@@ -152,7 +170,7 @@ class _DuckDBFile:
             self._con = duckdb.connect(
                 str(self.path),
                 read_only=read_only,
-                config={"memory_limit": memory_limit, "threads": 2},
+                config={"memory_limit": memory_limit, "threads": threads},
             )
         except duckdb.Error as exc:
             if "memory" in str(exc).lower():
