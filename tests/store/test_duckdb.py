@@ -198,3 +198,18 @@ def test_writers_use_one_thread_readers_two_unless_the_url_says(tmp_path: Path) 
     writer = open_provenance_store(f"{url}?threads=3")
     assert threads(writer) == 3
     writer.close()
+
+
+def test_appends_above_the_stored_ids_skip_the_check_and_still_add_nothing_twice(
+        tmp_path: Path) -> None:
+    url = f"duckdb://{tmp_path / 'streams.duckdb'}"
+    log = open_stream_log(url)
+    log.append(log_rows("s1", range(0, 10)))
+    log.append(log_rows("s1", range(10, 20)))  # above every stored id: a plain insert
+    log.close()
+    log = open_stream_log(url)  # a new connection learns the stored maximum from the file
+    log.append(log_rows("s1", range(15, 25)))  # overlaps: only 20-24 are new
+    log.append(log_rows("s1", range(25, 30)))
+    assert log.count("s1") == 30
+    assert log.record_ids("s1").tolist() == list(range(30))
+    log.close()
