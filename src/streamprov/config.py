@@ -79,7 +79,7 @@ class Configuration(_Model):
         description="Nodes (processes) per stage: one count for every stage, or a map from "
         "stage name to count (stages not named keep the pipeline's own parallelism).")
     node_type: str = Field(description="Name of a node type of the catalog.")
-    batch_size: int = Field(1024, ge=1, le=1_000_000,
+    batch_size: int = Field(default=1024, ge=1, le=1_000_000,
                             description="Records per batch between nodes.")
     description: str = Field(default="", max_length=500)
 

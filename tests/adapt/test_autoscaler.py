@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,10 +32,14 @@ def test_scales_out_under_growing_state_and_back_in_without_oscillating(
         stateful(control, rate=400.0),
         provenance_url=f"duckdb://{tmp_path / 'provenance.duckdb'}",
         stream_log_url=f"duckdb://{tmp_path / 'streams.duckdb'}")
+
+    def record(decision: dict[str, Any]) -> None:
+        adaptation.record_scaling("stateful", decision)
+
     scaler = MemoryAutoscaler(
         dep, PsutilMemorySampler(dep.pids), "hold", 200 * MIB,
         MemoryPolicy(high=0.7, low=0.4, sustain=3, cooldown_s=2.0, max_nodes=6),
-        record=lambda d: adaptation.record_scaling("stateful", d))
+        record=record)
     counts: list[int] = []
 
     def watch(seconds: float) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
+from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from streamprov.api import create_app
@@ -31,6 +33,8 @@ from tests.replay.streams import Recorded, catalog_for_tests
 
 TOKEN = "fuzz-token-0123456789abcdef"
 EXAMPLES = 30
+
+Operation = schemathesis.APIOperation[Any, Any, Any, Any]
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +58,13 @@ def fuzz_schema(fuzz_api: FastAPI) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_asgi("/openapi.json", fuzz_api)
 
 
-def fuzz(operation: schemathesis.APIOperation, mode: GenerationMode) -> None:
+def fuzz(operation: Operation, mode: GenerationMode) -> None:
     """Up to ``EXAMPLES`` cases of ``operation``; raises what the first failing case raised."""
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
-    def run(case: schemathesis.Case) -> None:
+    def run(case: schemathesis.Case[Operation]) -> None:
         case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"},
                                excluded_checks=[positive_data_acceptance])
 
@@ -81,7 +85,10 @@ def describe(exc: BaseException) -> str:
 def test_every_operation_answers_as_documented(fuzz_schema: schemathesis.BaseSchema,
                                                mode: GenerationMode) -> None:
     failures: dict[str, str] = {}
-    operations = [result.ok() for result in fuzz_schema.get_all_operations()]
+    operations: list[Operation] = []
+    for result in fuzz_schema.get_all_operations():
+        assert isinstance(result, Ok), describe(result.err())
+        operations.append(result.ok())
     assert len(operations) > 20
     for operation in operations:
         try:

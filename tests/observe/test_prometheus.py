@@ -170,7 +170,7 @@ def test_metrics_endpoint_over_demo_data(demo: Demo) -> None:
     res = asyncio.run(get())
     assert res.status_code == 200
     assert res.headers["content-type"].startswith("text/plain; version=0.0.4")
-    s = {}
+    s: Samples = {}
     for family in text_string_to_metric_families(res.text):
         for sample in family.samples:
             s.setdefault(sample.name, []).append((dict(sample.labels), sample.value))

@@ -53,7 +53,7 @@ def test_replay_report_is_self_contained(demo: Demo) -> None:
     data = inlined_data(page)
     series = replay_series(app, doc)
     assert data["kind"] == "replay"
-    assert data["replay"] == {"doc": doc, "series": series}  # type: ignore[comparison-overlap]
+    assert data["replay"] == {"doc": doc, "series": series}
     assert series["count"] == doc["report"]["records"]
     # cached once finished: the second read does not need the store
     cached = app.settings.data_dir / "observe" / "series" / f"{doc['replayId']}.json"

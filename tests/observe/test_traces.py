@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,8 +14,10 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from streamprov.api import create_app
 from streamprov.app import App, Settings, replay_engine
@@ -41,6 +44,19 @@ def chain(record: int, nodes: list[str], *, branch: int = 0, outcome: Outcome =
     hops = tuple(Hop(n, T0 + record * 10**6 + i * step_ns, logical=i, error_ns=100 * i)
                  for i, n in enumerate(nodes))
     return Chain("s", record, hops, outcome, branch=branch, error=error)
+
+
+def attrs(span: ReadableSpan) -> Mapping[str, AttributeValue]:
+    """A finished span's attributes (the SDK always sets them; the API type allows None)."""
+    assert span.attributes is not None
+    return span.attributes
+
+
+def node_id_of(span: ReadableSpan) -> str:
+    """The ``streamprov.node_id`` resource attribute of a span."""
+    node_id = span.resource.attributes["streamprov.node_id"]
+    assert isinstance(node_id, str)
+    return node_id
 
 
 def test_one_trace_per_record_one_span_per_hop_with_parent_links() -> None:
@@ -86,7 +102,8 @@ def test_branches_share_the_spans_before_the_split() -> None:
     spans = exporter.get_finished_spans()
     split = next(s for s in spans if s.name == "split")
     sinks = [s for s in spans if s.name == "sink"]
-    assert len(sinks) == 2 and all(s.parent.span_id == split.context.span_id for s in sinks)
+    assert len(sinks) == 2 and all(
+        s.parent is not None and s.parent.span_id == split.context.span_id for s in sinks)
 
 
 def test_file_round_trip(tmp_path: Path) -> None:
@@ -129,9 +146,9 @@ def test_demo_window_exports_every_hop(demo: Demo) -> None:
     replayed = InMemorySpanExporter()
     s2 = export_window(app, "demo", 0, 2**63 - 1, replayed, replay_id=rid)
     assert s2.chains == n_replayed > 0
-    assert all(s.attributes["streamprov.replay_id"] == rid
+    assert all(attrs(s)["streamprov.replay_id"] == rid
                for s in replayed.get_finished_spans())
-    assert all("~replay" in s.resource.attributes["streamprov.node_id"]
+    assert all("~replay" in node_id_of(s)
                for s in replayed.get_finished_spans())
 
 
@@ -231,8 +248,8 @@ def test_http_ingest_with_traceparent_joins_the_client_trace(tmp_path: Path) -> 
     exporter = InMemorySpanExporter()
     export_window(app, "tp", 0, 2**63 - 1, exporter)
     spans = exporter.get_finished_spans()
-    roots = [s for s in spans if s.attributes["streamprov.hop"] == 0]
+    roots = [s for s in spans if attrs(s)["streamprov.hop"] == 0]
     assert len(roots) == 2
     assert all(s.context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736 for s in spans)
-    assert all(s.parent.span_id == 0x00F067AA0BA902B7 for s in roots)
+    assert all(s.parent is not None and s.parent.span_id == 0x00F067AA0BA902B7 for s in roots)
     app.close()

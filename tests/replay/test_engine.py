@@ -11,6 +11,7 @@ import pytest
 from streamprov.app import App, Settings, replay_engine
 from streamprov.config import Configuration
 from streamprov.errors import InvalidInput, NotFound
+from streamprov.model import Outcome
 from streamprov.replay import ReplayBusy, ReplayEngine, ReplayRequest
 from streamprov.replay.errors import ReplayConflict
 from tests.replay.streams import RECORDS, Recorded, catalog_for_tests
@@ -67,8 +68,8 @@ def test_replay_reproduces_the_original_order_and_outcomes(recorded: Recorded) -
     # isolation: the original chains are untouched, the replay's carry its id and node names
     app = App(Settings.resolve(recorded.data_dir))
     with app.provenance() as store:
-        assert store.outcome_counts("demo")["delivered"] + store.outcome_counts("demo")[
-            "dropped"] == RECORDS
+        assert store.outcome_counts("demo")[Outcome.DELIVERED] + store.outcome_counts("demo")[
+            Outcome.DROPPED] == RECORDS
         [chain] = store.chains_for_record("demo", recorded.order[0], rid)
     assert chain.replay_id == rid
     assert all(h.node_id.startswith("demo~replay/") for h in chain.hops)
@@ -109,7 +110,8 @@ def test_rejected_requests_store_nothing(recorded: Recorded) -> None:
     with pytest.raises(NotFound) as exc:
         engine.submit(ReplayRequest.parse("nostream", 0, 10, "one", 1.0))
     assert exc.value.field == "streamId"
-    engine.catalog.put_configuration("huge", Configuration(nodes=9, node_type="small"))
+    engine.catalog.put_configuration(
+        "huge", Configuration(nodes=9, node_type="small", batch_size=1024))
     with pytest.raises(InvalidInput) as exc2:
         engine.submit(request(recorded, config="huge"))  # over the pipeline's max_parallelism
     assert exc2.value.field == "nodes"

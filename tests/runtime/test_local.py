@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -38,7 +38,14 @@ def base_node(node_id: str) -> str:
     return node_id.partition("@")[0]
 
 
-def urls(root: Path) -> dict[str, str]:
+class StoreUrls(TypedDict):
+    """The store arguments of a runner's ``start``."""
+
+    provenance_url: str
+    stream_log_url: str
+
+
+def urls(root: Path) -> StoreUrls:
     return {"provenance_url": f"duckdb://{root / 'provenance.duckdb'}",
             "stream_log_url": f"duckdb://{root / 'streams.duckdb'}"}
 
