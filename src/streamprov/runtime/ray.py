@@ -42,7 +42,7 @@ from streamprov.runtime.pipeline import Pipeline
 from streamprov.runtime.recovery import count_from_stores, plan_restart, why_not_restart
 from streamprov.runtime.sinks import is_capture
 from streamprov.runtime.sources import JsonLinesSource
-from streamprov.runtime.worker import ClockFactory, system_clock
+from streamprov.runtime.worker import ClockFactory, flush_interval_s, system_clock
 
 INSTALL_HINT = "the Ray runner needs the ray extra: pip install 'streamprov[ray]'"
 _CAPTURE_POLL_S = 0.1
@@ -251,7 +251,7 @@ class RayDeployment:
             batch_size=runner.batch_size, window=runner.queue_batches,
             stream_log_url=stream_log_url, provenance_url=provenance_url,
             record_base=record_base, log_ingest=log_ingest, clock_factory=clock_factory,
-            direct_chains=direct)
+            direct_chains=direct, writer_flush_s=flush_interval_s(provenance_url))
         here = ray.get_runtime_context().get_node_id()
         self._here = here
         strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(here, soft=False)
