@@ -483,23 +483,8 @@ class IngestNode:
     def _step(self) -> bool:
         """One group: gather, append, forward; False once finished."""
         w = self.w
-        inbox = self.inbox
-        first = inbox.get()
-        msgs = [first]
-        rows = len(first[1]) if first[0] in (DATA, worker.FAILED) else 0
-        deadline = time.monotonic() + (w.ingest_group_s if self.log is not None else 0.0)
-        while rows and rows < w.ingest_group_rows:
-            left = deadline - time.monotonic()
-            try:
-                m = inbox.get(timeout=left) if left > 0 else inbox.get_nowait()
-            except queue.Empty:
-                break
-            msgs.append(m)
-            if m[0] in (DATA, worker.FAILED):
-                rows += len(m[1])
-            else:
-                break
-        data = [m[1] for m in msgs if m[0] in (DATA, worker.FAILED)]
+        msgs, data, rows = worker.gather_group(
+            self.inbox, w.ingest_group_s if self.log is not None else 0.0, w.ingest_group_rows)
         if data and self.log is not None:
             self.log.append(worker._log_rows(data))  # written ahead: forwarded only now
         self.logged += rows

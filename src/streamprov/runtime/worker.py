@@ -380,6 +380,28 @@ def _redrive_batch(stream_id: str, replay_id: str, first: Stage, node: str,
                         None if keys is None else key_json, [hop], replay_id)
 
 
+def gather_group(inbox: Any, group_s: float, group_rows: int
+                 ) -> tuple[list[tuple[Any, ...]], list[EncodedBatch], int]:
+    """Group commit: a stream-log append has a fixed cost (1-2 ms for DuckDB), so the ingest
+    takes the messages that arrive within ``group_s`` of the first one (up to ``group_rows``
+    records, and up to the first message that is not records) and appends them in one
+    transaction. Returns the messages, the record batches among them and their records."""
+    msgs = [inbox.get()]
+    rows = len(msgs[0][1]) if msgs[0][0] in (DATA, FAILED) else 0
+    deadline = time.monotonic() + group_s
+    while rows and rows < group_rows:
+        left = deadline - time.monotonic()
+        try:
+            m = inbox.get(timeout=left) if left > 0 else inbox.get_nowait()
+        except queue.Empty:
+            break
+        msgs.append(m)
+        if m[0] not in (DATA, FAILED):
+            break
+        rows += len(m[1])
+    return msgs, [m[1] for m in msgs if m[0] in (DATA, FAILED)], rows
+
+
 def run_ingest(w: Wiring, token: int, members: tuple[int, ...]) -> None:
     """Append each batch to the stream log, then forward it to the first stage."""
 
@@ -400,24 +422,9 @@ def run_ingest(w: Wiring, token: int, members: tuple[int, ...]) -> None:
                 if now - reported_at >= 0.2:
                     w.events.put(("progress", token, logged))
                     reported_at = now
-                # group commit: a log append has a fixed cost (~1-2 ms for DuckDB), so gather
-                # batches for up to ingest_group_s before appending them in one transaction
-                msgs = [inbox.get()]
-                rows = len(msgs[0][1]) if msgs[0][0] in (DATA, FAILED) else 0
                 # (nothing to append when the log is not written: forward at once)
-                deadline = time.monotonic() + (w.ingest_group_s if log is not None else 0.0)
-                while rows and rows < w.ingest_group_rows:
-                    left = deadline - time.monotonic()
-                    try:
-                        m = inbox.get(timeout=left) if left > 0 else inbox.get_nowait()
-                    except queue.Empty:
-                        break
-                    msgs.append(m)
-                    if m[0] in (DATA, FAILED):
-                        rows += len(m[1])
-                    else:
-                        break
-                data = [m[1] for m in msgs if m[0] in (DATA, FAILED)]
+                msgs, data, rows = gather_group(
+                    inbox, w.ingest_group_s if log is not None else 0.0, w.ingest_group_rows)
                 if data and log is not None:
                     log.append(_log_rows(data))
                 logged += rows
