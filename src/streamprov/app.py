@@ -28,6 +28,7 @@ from streamprov.store import (
     ChainCursor,
     ProvenanceStore,
     StreamLog,
+    is_server_url,
     open_provenance_store,
     open_stream_log,
 )
@@ -122,7 +123,7 @@ class App:
         from streamprov.replay.gate import StoreGate
 
         self.settings = settings
-        embedded = not settings.provenance_url.startswith(("postgresql:", "postgres:"))
+        embedded = not is_server_url(settings.provenance_url)
         self.gate = StoreGate(enabled=embedded)
         """Orders store use within this process (embedded DuckDB: one process at a time)."""
         self._clock_lock = threading.Lock()

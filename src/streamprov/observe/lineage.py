@@ -51,6 +51,7 @@ from streamprov import __version__
 from streamprov.config import LineageSection
 from streamprov.errors import InvalidInput, StreamprovError
 from streamprov.model import format_time_ns
+from streamprov.store import is_server_url
 
 log = logging.getLogger("streamprov.observe")
 
@@ -119,7 +120,7 @@ class LineageConfig:
 def dataset_namespace(data_dir: Path, provenance_url: str) -> str:
     """``streamprov://host[:port]/database`` for a PostgreSQL store (credentials left out),
     ``streamprov://<hostname><data dir>`` for embedded ones."""
-    if provenance_url.startswith(("postgresql:", "postgres:")):
+    if is_server_url(provenance_url):
         parts = urlsplit(provenance_url)
         host = parts.hostname or "localhost"
         port = f":{parts.port}" if parts.port else ""

@@ -43,6 +43,7 @@ from streamprov.runtime.recovery import count_from_stores, plan_restart, why_not
 from streamprov.runtime.sinks import is_capture
 from streamprov.runtime.sources import JsonLinesSource
 from streamprov.runtime.worker import ClockFactory, flush_interval_s, system_clock
+from streamprov.store import is_server_url
 
 INSTALL_HINT = "the Ray runner needs the ray extra: pip install 'streamprov[ray]'"
 _CAPTURE_POLL_S = 0.1
@@ -245,7 +246,7 @@ class RayDeployment:
         self._scratch: Path | None = None
         self._urls = (provenance_url, stream_log_url)
         self._counts = [s.parallelism for s in pipeline.stages]
-        direct = provenance_url.startswith(("postgresql:", "postgres:"))
+        direct = is_server_url(provenance_url)
         self.wiring = ra.RayWiring(
             pipeline=pipeline, stream_id=stream_id, replay_id=replay_id,
             batch_size=runner.batch_size, window=runner.queue_batches,

@@ -19,6 +19,11 @@ from streamprov.store.base import PROVENANCE_SCHEMA
 
 _STRINGS = ("stream_id", "replay_id", "node_id", "origin_node", "outcome")
 _INTS = tuple(f.name for f in PROVENANCE_SCHEMA if f.name not in _STRINGS and f.name != "error")
+_BUILT_SCHEMA = pa.schema([
+    pa.field(f.name, pa.dictionary(pa.int32(), pa.string()), nullable=f.nullable)
+    if f.name in _STRINGS else f for f in PROVENANCE_SCHEMA
+])
+"""``PROVENANCE_SCHEMA`` with the string columns dictionary-encoded, as ``build`` makes it."""
 
 
 class ChainRowBuilder:
@@ -81,10 +86,6 @@ class ChainRowBuilder:
         columns dictionary-encoded), one chunk per chain batch; the builder is empty
         afterwards."""
         dicts = {name: pa.array(list(self._dicts[name]), pa.string()) for name in _STRINGS}
-        schema = pa.schema([
-            pa.field(f.name, pa.dictionary(pa.int32(), pa.string()), nullable=f.nullable)
-            if f.name in _STRINGS else f for f in PROVENANCE_SCHEMA
-        ])
         batches = []
         for codes, arrays, error in self._batches:
             by_name = dict(zip(_INTS, arrays, strict=True))
@@ -93,8 +94,8 @@ class ChainRowBuilder:
                 else error if name == "error" else by_name[name]
                 for name in PROVENANCE_SCHEMA.names
             ]
-            batches.append(pa.RecordBatch.from_arrays(columns, schema=schema))
-        table = pa.Table.from_batches(batches, schema=schema)
+            batches.append(pa.RecordBatch.from_arrays(columns, schema=_BUILT_SCHEMA))
+        table = pa.Table.from_batches(batches, schema=_BUILT_SCHEMA)
         self.__init__()  # type: ignore[misc]
         return table
 

@@ -40,6 +40,7 @@ from streamprov.runtime.node import NodeProcessor, error_text
 from streamprov.runtime.pipeline import Pipeline, Stage
 from streamprov.runtime.rows import ChainRowBuilder
 from streamprov.runtime.sources import SourceChunk, resume_reader
+from streamprov.store import is_server_url
 
 DATA, FAILED, RING, BYE, DRAIN, CHAINS = range(6)
 
@@ -54,7 +55,7 @@ def flush_interval_s(provenance_url: str) -> float:
     at 50k records/s commits 75k rows every 0.5 s). A PostgreSQL store is read while it is
     written: its chains show up within half a second. Either way the writer also stores every
     ``writer_flush_rows`` rows, which bounds its memory."""
-    return 0.5 if provenance_url.startswith(("postgresql:", "postgres:")) else 2.0
+    return 0.5 if is_server_url(provenance_url) else 2.0
 
 
 def system_clock(node_id: str) -> PhysicalClock:

@@ -47,6 +47,12 @@ def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower()
 
 
+def is_server_url(url: str) -> bool:
+    """Whether ``url`` names a database server (PostgreSQL), which many processes write and
+    read at once, rather than an embedded DuckDB file."""
+    return _scheme(url) in _POSTGRES
+
+
 def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***``, for messages and logs."""
     from streamprov.store.pgurl import redact

@@ -459,10 +459,10 @@ _CODED = {"replay_code": "replay_id", "node_code": "node_id",
           "origin_node_code": "origin_node", "outcome_code": "outcome"}
 """Columns of the compact table that hold ``streamprov_names`` codes, and what they encode."""
 
+_CODE_OF = {name: code for code, name in _CODED.items()}
+
 _COMPACT_SCHEMA = pa.schema([
-    pa.field(name, pa.int32(), nullable=False)
-    if (name := next((k for k, v in _CODED.items() if v == f.name), f.name)) in _CODED
-    else f
+    pa.field(_CODE_OF[f.name], pa.int32(), nullable=False) if f.name in _CODE_OF else f
     for f in PROVENANCE_SCHEMA if f.name != "stream_id"
 ])
 """``PROVENANCE_SCHEMA`` as stored in the provenance file's compact tables."""
@@ -476,7 +476,7 @@ def _view_sql(view: str, physical: str, stream_id: str) -> str:
         if field.name == "stream_id":
             names.append("'" + stream_id.replace("'", "''") + "' AS stream_id")
             continue
-        code = next((k for k, v in _CODED.items() if v == field.name), None)
+        code = _CODE_OF.get(field.name)
         if code is None:
             names.append(f"p.{field.name}")
         else:
@@ -570,8 +570,7 @@ class DuckDBProvenanceStore(_DuckDBFile):
         for chunk in column.chunks:
             if not pa.types.is_dictionary(chunk.type):
                 chunk = pc.dictionary_encode(chunk)
-            if mapped is None or not (mapped[0] is chunk.dictionary
-                                      or mapped[0].equals(chunk.dictionary)):
+            if mapped is None or not mapped[0].equals(chunk.dictionary):
                 names = chunk.dictionary.cast(pa.string()).to_pylist()
                 mapped = (chunk.dictionary, np.array(
                     [self._code(con, name, new) for name in names], dtype=np.int32))
