@@ -486,6 +486,22 @@ def _view_sql(view: str, physical: str, stream_id: str) -> str:
             + " ".join(joins))
 
 
+def _compacting_sql(table: str, physical: str) -> str:
+    """Copies a version 2 table's canonical rows into a compact table, names as codes (the
+    inverse of ``_view_sql``), in hop-0 time order."""
+    columns = []
+    joins = []
+    for i, field in enumerate(_COMPACT_SCHEMA):
+        name = _CODED.get(field.name)
+        if name is None:
+            columns.append(f"p.{field.name}")
+        else:
+            columns.append(f"n{i}.code")
+            joins.append(f"JOIN streamprov_names n{i} ON n{i}.name = p.{name}")
+    return (f"INSERT INTO {physical} SELECT {', '.join(columns)} FROM {table} p "
+            f"{' '.join(joins)} ORDER BY p.origin_ts_ns, p.record_id, p.hop")
+
+
 class DuckDBProvenanceStore(_DuckDBFile):
     """``ProvenanceStore`` in a DuckDB file."""
 
@@ -518,20 +534,12 @@ class DuckDBProvenanceStore(_DuckDBFile):
             table = f"{self._prefix}{ordinal}"
             con.execute(f"INSERT INTO streamprov_names SELECT (SELECT coalesce(max(code), -1) "
                         "FROM streamprov_names) + row_number() OVER (), name FROM ("
-                        f"SELECT DISTINCT unnest([replay_id, node_id, origin_node, outcome]) "
+                        f"SELECT DISTINCT unnest([{', '.join(_CODED.values())}]) "
                         f"AS name FROM {table}) WHERE name NOT IN "
                         "(SELECT name FROM streamprov_names)")
             physical = self._compact_name(table)
             con.execute(f"CREATE TABLE {physical} ({_columns_sql(_COMPACT_SCHEMA)})")
-            con.execute(
-                f"INSERT INTO {physical} SELECT p.record_id, p.branch, r.code, p.hop, p.hops, "
-                "n.code, p.ts_ns, p.logical, p.error_ns, p.origin_ts_ns, p.origin_logical, "
-                f"o.code, c.code, p.error FROM {table} p "
-                "JOIN streamprov_names r ON r.name = p.replay_id "
-                "JOIN streamprov_names n ON n.name = p.node_id "
-                "JOIN streamprov_names o ON o.name = p.origin_node "
-                "JOIN streamprov_names c ON c.name = p.outcome "
-                "ORDER BY p.origin_ts_ns, p.record_id, p.hop")
+            con.execute(_compacting_sql(table, physical))
             con.execute(f"DROP TABLE {table}")
             con.execute(_view_sql(table, physical, sid))
 
