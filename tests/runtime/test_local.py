@@ -117,6 +117,16 @@ def test_same_seed_same_outputs(tmp_path: Path) -> None:
     assert len(outputs[0]) > 1_900
 
 
+def test_every_node_reports_its_cpu_with_and_without_start_up(tmp_path: Path) -> None:
+    pipeline = build(records=2_000, sources=2).with_sink(CaptureSink())
+    result = LocalRunner(batch_size=100).start(pipeline, **urls(tmp_path)).wait(120)
+    roles = {n["role"] for n in result.nodes}
+    assert {"ingest", "writer", "source-0", "source-1"} <= roles
+    for node in result.nodes:
+        # (what the benchmarks' per-process CPU figures are made of)
+        assert 0 < node["cpuRunS"] < node["cpuS"], node
+
+
 def test_operator_errors_fail_records_and_pipeline_goes_on(
     tmp_path: Path, runner: RunnerFactory
 ) -> None:
