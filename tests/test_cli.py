@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamprov.cli import main
+from streamprov.model import parse_time_ns
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -34,6 +35,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "balances" in proc.stdout
     assert "p99" in proc.stdout
     assert "streamprov provenance show demo" in proc.stdout
+    (d.parent / "demo.out").write_text(proc.stdout)
     return d
 
 
@@ -46,6 +48,18 @@ def test_streams_lists_demo(demo_dir: Path, capsys: pytest.CaptureFixture[str]) 
     assert row["firstNs"] <= row["lastNs"]
     code, out, _ = cli(capsys, "streams", "--data-dir", str(demo_dir))
     assert "demo" in out and "3,000" in out
+
+
+def test_demo_suggests_replaying_its_window_in_readable_times(
+        demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = (demo_dir.parent / "demo.out").read_text()
+    [line] = [x for x in out.splitlines() if "streamprov replay demo --start" in x]
+    words = line.split()
+    start, end = words[words.index("--start") + 1], words[words.index("--end") + 1]
+    assert start.endswith("Z") and "T" in start, start
+    code, streams, _ = cli(capsys, "streams", "--data-dir", str(demo_dir), "--json")
+    row = json.loads(streams)
+    assert parse_time_ns(start) <= row["firstNs"] <= row["lastNs"] < parse_time_ns(end)
 
 
 def test_provenance_show(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

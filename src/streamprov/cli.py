@@ -287,10 +287,9 @@ def demo(
     out.print(f"  streamprov provenance show demo {example}{dd}")
     out.print(f"  streamprov provenance query demo --start 0 --end now --limit 5{dd}")
     if replay:
-        out.print(f"  streamprov replay demo --start {before_ns} --end {after_ns} --config large "
-                  f"--speed 2{dd}")
-        out.print(f"  streamprov tune demo --start {before_ns} --end {after_ns} --p99-ms 200 "
-                  f"--budget 8 --sample-s 1{dd}")
+        window = f"--start {format_time_ns(before_ns)} --end {format_time_ns(after_ns)}"
+        out.print(f"  streamprov replay demo {window} --config large --speed 2{dd}")
+        out.print(f"  streamprov tune demo {window} --p99-ms 200 --budget 8 --sample-s 1{dd}")
         out.print(f"  streamprov scaling events{dd}")
         out.print(f"  streamprov serve{dd}    # dashboard at http://127.0.0.1:8000/ui, "
                   "API docs at /docs")
