@@ -58,6 +58,7 @@ def test_demo_suggests_replaying_its_window_in_readable_times(
     start, end = words[words.index("--start") + 1], words[words.index("--end") + 1]
     assert start.endswith("Z") and "T" in start, start
     code, streams, _ = cli(capsys, "streams", "--data-dir", str(demo_dir), "--json")
+    assert code == 0
     row = json.loads(streams)
     assert parse_time_ns(start) <= row["firstNs"] <= row["lastNs"] < parse_time_ns(end)
 

@@ -89,10 +89,17 @@ class ChainBatch:
 
     @classmethod
     def of(
-        cls, batch: Batch, outcome: Outcome, errors: Sequence[str] | None = None
+        cls, batch: Batch, outcome: Outcome, errors: Sequence[str] | None = None,
+        idx: IntpArray | None = None,
     ) -> ChainBatch:
+        """The chains of ``batch``'s records (of those at positions ``idx`` when given:
+        ``errors`` then has one message per position). Payloads and keys are not copied."""
+        if idx is None:
+            return cls(batch.stream_id, batch.record_ids, batch.hops, outcome, batch.branches,
+                       None if errors is None else list(errors), batch.replay_id)
         return cls(
-            batch.stream_id, batch.record_ids, batch.hops, outcome, batch.branches,
+            batch.stream_id, batch.record_ids[idx], [h.take(idx) for h in batch.hops], outcome,
+            None if batch.branches is None else batch.branches[idx],
             None if errors is None else list(errors), batch.replay_id,
         )
 

@@ -156,8 +156,9 @@ class NodeProcessor:
         else:
             self.stats.delivered += len(idx)
         if self.provenance:
-            part = stamped.take(np.asarray(idx, dtype=np.intp))
-            result.ended.append(ChainBatch.of(part, outcome, errors))
+            every = len(idx) == len(stamped)  # (idx is ascending: all of them, in order)
+            result.ended.append(ChainBatch.of(
+                stamped, outcome, errors, None if every else np.asarray(idx, dtype=np.intp)))
 
     def _split(self, stamped: Batch, outs: list[Any], failed: dict[int, str],
                dropped: list[int]) -> Processed:

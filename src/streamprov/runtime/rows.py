@@ -1,11 +1,12 @@
 """Complete chains (``ChainBatch``) as provenance rows (``PROVENANCE_SCHEMA``), vectorized.
 
-Each chain batch becomes one Arrow record batch as it arrives (its hop rows grouped by hop),
-and ``build`` returns them as one chunked table without concatenating them: a flush of a
-million rows would otherwise allocate (and fault in) a hundred megabytes of fresh memory for
-a copy the stores do not need. String columns are dictionary-encoded against one dictionary
-per column shared by every chunk (a handful of node ids, outcomes and stream ids per flush),
-so the table also combines cheaply where a backend wants one array per column.
+Chain batches whose chains took the same path (stream, replay, nodes, outcome: a handful per
+flush, one per way through the pipeline) are gathered, and ``build`` turns each path into one
+Arrow record batch of hop rows, grouped by hop. Turning every 1k-chain batch into rows on its
+own cost a fixed overhead per batch, here and in the store's reading of every chunk; per path
+it is paid a few times per flush. String columns are dictionary-encoded against one dictionary
+per column shared by every chunk, so the table also combines cheaply where a backend wants one
+array per column.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from streamprov.runtime.batch import ChainBatch
 from streamprov.store.base import PROVENANCE_SCHEMA
 
 _STRINGS = ("stream_id", "replay_id", "node_id", "origin_node", "outcome")
-_INTS = tuple(f.name for f in PROVENANCE_SCHEMA if f.name not in _STRINGS and f.name != "error")
 _BUILT_SCHEMA = pa.schema([
     pa.field(f.name, pa.dictionary(pa.int32(), pa.string()), nullable=f.nullable)
     if f.name in _STRINGS else f for f in PROVENANCE_SCHEMA
@@ -26,78 +26,99 @@ _BUILT_SCHEMA = pa.schema([
 """``PROVENANCE_SCHEMA`` with the string columns dictionary-encoded, as ``build`` makes it."""
 
 
+_Path = tuple[str, str, str, tuple[str, ...], tuple[int, ...]]
+"""What chains must share to become rows together: stream, replay, outcome, node ids, error
+bounds."""
+
+
 class ChainRowBuilder:
     """Accumulates chain batches; ``build`` returns them as one table, hop rows grouped."""
 
     def __init__(self) -> None:
-        self._batches: list[tuple[dict[str, npt.NDArray[np.int32]], list[pa.Array],
-                                  pa.Array]] = []
-        self._dicts: dict[str, dict[str, int]] = {name: {} for name in _STRINGS}
+        self._paths: dict[_Path, list[ChainBatch]] = {}
         self.rows = 0
         self.chains = 0
 
-    def _code(self, column: str, value: str) -> int:
-        d = self._dicts[column]
-        code = d.get(value)
-        if code is None:
-            code = d[value] = len(d)
-        return code
-
-    def _const(self, column: str, value: str, n: int) -> npt.NDArray[np.int32]:
-        return np.full(n, self._code(column, value), dtype=np.int32)
-
     def add(self, cb: ChainBatch) -> None:
-        n = len(cb)
-        hops = cb.hops
-        h = len(hops)
-        total = n * h
-        node_codes = np.array([self._code("node_id", x.node_id) for x in hops], dtype=np.int32)
-        codes = {
-            "stream_id": self._const("stream_id", cb.stream_id, total),
-            "replay_id": self._const("replay_id", cb.replay_id, total),
-            "node_id": np.repeat(node_codes, n),
-            "origin_node": self._const("origin_node", hops[0].node_id, total),
-            "outcome": self._const("outcome", cb.outcome.value, total),
-        }
-        branches = cb.branches if cb.branches is not None else np.zeros(n, dtype=np.int64)
-        ints = {
-            "record_id": np.tile(cb.record_ids, h),
-            "branch": np.tile(branches, h),
-            "hop": np.repeat(np.arange(h, dtype=np.int16), n),
-            "hops": np.full(total, h, dtype=np.int16),
-            "ts_ns": np.concatenate([x.ts_ns for x in hops]),
-            "logical": np.concatenate([x.logical for x in hops]),
-            "error_ns": np.repeat(np.array([x.error_ns for x in hops], dtype=np.int64), n),
-            "origin_ts_ns": np.tile(hops[0].ts_ns, h),
-            "origin_logical": np.tile(hops[0].logical, h),
-        }
-        arrays = [pa.array(ints[name], type=PROVENANCE_SCHEMA.field(name).type)
-                  for name in _INTS]
-        if cb.errors is None:
-            error = pa.nulls(total, pa.string())
-        else:  # the message goes on the row of the hop where the record failed (the last)
-            error = pa.array([None] * (total - n) + list(cb.errors), pa.string())
-        self._batches.append((codes, arrays, error))
-        self.rows += total
-        self.chains += n
+        path = (cb.stream_id, cb.replay_id, cb.outcome.value,
+                tuple(h.node_id for h in cb.hops), tuple(h.error_ns for h in cb.hops))
+        batches = self._paths.get(path)
+        if batches is None:
+            self._paths[path] = [cb]
+        else:
+            batches.append(cb)
+        self.rows += len(cb) * len(cb.hops)
+        self.chains += len(cb)
 
     def build(self) -> pa.Table:
         """Everything added so far as a table in ``PROVENANCE_SCHEMA`` column order (string
-        columns dictionary-encoded), one chunk per chain batch; the builder is empty
-        afterwards."""
-        dicts = {name: pa.array(list(self._dicts[name]), pa.string()) for name in _STRINGS}
-        batches = []
-        for codes, arrays, error in self._batches:
-            by_name = dict(zip(_INTS, arrays, strict=True))
-            columns = [
-                pa.DictionaryArray.from_arrays(codes[name], dicts[name]) if name in codes
-                else error if name == "error" else by_name[name]
-                for name in PROVENANCE_SCHEMA.names
-            ]
-            batches.append(pa.RecordBatch.from_arrays(columns, schema=_BUILT_SCHEMA))
-        table = pa.Table.from_batches(batches, schema=_BUILT_SCHEMA)
+        columns dictionary-encoded), one chunk per path; the builder is empty afterwards."""
+        values: dict[str, dict[str, int]] = {name: {} for name in _STRINGS}
+
+        def code(column: str, value: str) -> int:
+            return values[column].setdefault(value, len(values[column]))
+
+        parts = []
+        for (stream_id, replay_id, outcome, nodes, errors_ns), batches in self._paths.items():
+            codes = {
+                "stream_id": code("stream_id", stream_id),
+                "replay_id": code("replay_id", replay_id),
+                "origin_node": code("origin_node", nodes[0]),
+                "outcome": code("outcome", outcome),
+            }
+            node_codes = np.array([code("node_id", x) for x in nodes], dtype=np.int32)
+            parts.append((codes, node_codes, errors_ns, batches))
+        dicts = {name: pa.array(list(values[name]), pa.string()) for name in _STRINGS}
+        chunks = [_path_rows(codes, node_codes, errors_ns, batches, dicts)
+                  for codes, node_codes, errors_ns, batches in parts]
+        table = pa.Table.from_batches(chunks, schema=_BUILT_SCHEMA)
         self.__init__()  # type: ignore[misc]
         return table
+
+
+def _path_rows(codes: dict[str, int], node_codes: npt.NDArray[np.int32],
+               errors_ns: tuple[int, ...], batches: list[ChainBatch],
+               dicts: dict[str, pa.Array]) -> pa.RecordBatch:
+    """The hop rows of chain batches that took one path, grouped by hop."""
+    h = len(node_codes)
+    record_ids = np.concatenate([cb.record_ids for cb in batches])
+    n = len(record_ids)
+    total = n * h
+    branches = np.concatenate([cb.branches if cb.branches is not None
+                               else np.zeros(len(cb), dtype=np.int64) for cb in batches])
+    ts = [np.concatenate([cb.hops[k].ts_ns for cb in batches]) for k in range(h)]
+    logical = [np.concatenate([cb.hops[k].logical for cb in batches]) for k in range(h)]
+    ints = {
+        "record_id": np.tile(record_ids, h),
+        "branch": np.tile(branches, h),
+        "hop": np.repeat(np.arange(h, dtype=np.int16), n),
+        "hops": np.full(total, h, dtype=np.int16),
+        "ts_ns": np.concatenate(ts),
+        "logical": np.concatenate(logical),
+        "error_ns": np.repeat(np.array(errors_ns, dtype=np.int64), n),
+        "origin_ts_ns": np.tile(ts[0], h),
+        "origin_logical": np.tile(logical[0], h),
+    }
+    if all(cb.errors is None for cb in batches):
+        error = pa.nulls(total, pa.string())
+    else:  # the message goes on the row of the hop where the record failed (the last)
+        messages: list[str | None] = [None] * (total - n)
+        for cb in batches:
+            messages.extend(cb.errors if cb.errors is not None else [None] * len(cb))
+        error = pa.array(messages, pa.string())
+    columns = []
+    for f in PROVENANCE_SCHEMA:
+        if f.name in codes:
+            indices = np.full(total, codes[f.name], dtype=np.int32)
+            columns.append(pa.DictionaryArray.from_arrays(indices, dicts[f.name]))
+        elif f.name == "node_id":
+            columns.append(pa.DictionaryArray.from_arrays(np.repeat(node_codes, n),
+                                                          dicts["node_id"]))
+        elif f.name == "error":
+            columns.append(error)
+        else:
+            columns.append(pa.array(ints[f.name], type=f.type))
+    return pa.RecordBatch.from_arrays(columns, schema=_BUILT_SCHEMA)
 
 
 def chain_rows(cb: ChainBatch) -> pa.Table:
