@@ -44,9 +44,29 @@ def _key_int(key: Any) -> int:
     return zlib.crc32(data) | (zlib.adler32(data) << 32)
 
 
+_STRING_INTS: dict[str, int] = {}
+"""``_key_int`` of string keys seen lately (keys repeat: a dictionary lookup is about a tenth
+of hashing the key again). Only strings go in, so no key of another type can match one."""
+_STRING_INTS_MAX = 1 << 16
+
+
+def _cached_key_int(key: Any) -> int:
+    if type(key) is not str:
+        return _key_int(key)
+    if len(_STRING_INTS) >= _STRING_INTS_MAX:
+        _STRING_INTS.clear()
+    value = _STRING_INTS[key] = _key_int(key)
+    return value
+
+
 def hash_keys(keys: Sequence[Any]) -> UInt64Array:
     """Stable 64-bit hashes of arbitrary JSON-compatible keys."""
-    return mix64(np.fromiter((_key_int(k) for k in keys), dtype=np.uint64, count=len(keys)))
+    known = _STRING_INTS
+    try:
+        ints = [known[k] for k in keys]
+    except (KeyError, TypeError):  # (a key not seen yet, or one that is not hashable)
+        ints = [_cached_key_int(k) for k in keys]
+    return mix64(np.array(ints, dtype=np.uint64))
 
 
 def hash_ints(values: npt.NDArray[np.int64]) -> UInt64Array:
