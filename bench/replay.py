@@ -26,70 +26,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import orjson
-import pyarrow as pa
-
 from streamprov.app import App, Settings, replay_engine
 from streamprov.config import Catalog, Configuration
 from streamprov.replay import ReplayRequest
 from streamprov.replay.reconstruct import reconstruct
 from streamprov.runtime import load_pipeline
 from streamprov.store import (
-    PROVENANCE_SCHEMA,
-    STREAM_LOG_SCHEMA,
     open_provenance_store,
     open_stream_log,
 )
+from streamprov.testing import (
+    PASSTHROUGH_NODES,
+    PASSTHROUGH_PIPELINE,
+    PASSTHROUGH_STREAM,
+    fill_passthrough_window,
+)
 
-STREAM = "bench"
-PIPELINE = "streamprov.examples.passthrough:pipeline"
-NODES = ("passthrough/source/0", "passthrough/pass/0", "passthrough/sink/0")
-
-
-def fill(settings: Settings, records: int, gap_ns: int, t0_ns: int, *, chunk: int = 200_000
-         ) -> tuple[int, int]:
-    """Write ``records`` complete three-hop chains, hop 0 ``gap_ns`` apart, and their payloads.
-    Returns the window [first, last + 1)."""
-    store = open_provenance_store(settings.provenance_url)
-    log = open_stream_log(settings.stream_log_url)
-    try:
-        for lo in range(0, records, chunk):
-            n = min(chunk, records - lo)
-            rid = np.arange(lo, lo + n, dtype=np.int64)
-            ts0 = t0_ns + rid * gap_ns
-            hops = len(NODES)
-            payloads = [orjson.dumps({"user": f"u{i % 1000}", "amount": i % 97, "seq": i}
-                                     ).decode() for i in range(lo, lo + n)]
-            log.append(pa.table({
-                "stream_id": pa.array([STREAM] * n), "record_id": rid, "ingest_ts_ns": ts0,
-                "key": pa.array([f'"u{i % 1000}"' for i in range(lo, lo + n)]),
-                "payload": pa.array(payloads)}, schema=STREAM_LOG_SCHEMA))
-            cols: dict[str, Any] = {
-                "stream_id": pa.array([STREAM] * (n * hops)),
-                "record_id": np.tile(rid, hops), "branch": np.zeros(n * hops, np.int64),
-                "replay_id": pa.array([""] * (n * hops)),
-                "hop": np.repeat(np.arange(hops, dtype=np.int16), n),
-                "hops": np.full(n * hops, hops, np.int16),
-                "node_id": pa.array(np.repeat(np.array(NODES), n).tolist()),
-                "ts_ns": np.concatenate([ts0 + h * 50_000 for h in range(hops)]),
-                "logical": np.zeros(n * hops, np.int64), "error_ns": np.zeros(n * hops, np.int64),
-                "origin_ts_ns": np.tile(ts0, hops), "origin_logical": np.zeros(n * hops, np.int64),
-                "origin_node": pa.array([NODES[0]] * (n * hops)),
-                "outcome": pa.array(["delivered"] * (n * hops)),
-                "error": pa.nulls(n * hops, pa.string()),
-            }
-            store.write(pa.table(cols, schema=PROVENANCE_SCHEMA))
-    finally:
-        store.close()
-        log.close()
-    return t0_ns, t0_ns + (records - 1) * gap_ns + 1
+STREAM = PASSTHROUGH_STREAM
+PIPELINE = PASSTHROUGH_PIPELINE
+NODES = PASSTHROUGH_NODES
 
 
 def reconstruction_ratio(root: Path, records: int, rounds: int) -> dict[str, Any]:
     settings = Settings.resolve(root / "recon")
     settings.ensure_data_dir()
-    start, end = fill(settings, records, 1_000, 1_700_000_000_000_000_000)
+    start, end = fill_passthrough_window(settings, records, 1_000, 1_700_000_000_000_000_000)
     raw_s: list[float] = []
     heads_s: list[float] = []
     rec_s: list[float] = []
@@ -130,7 +91,8 @@ def reconstruction_ratio(root: Path, records: int, rounds: int) -> dict[str, Any
 def pacing(root: Path, records: int) -> dict[str, Any]:
     settings = Settings.resolve(root / "pace")
     settings.ensure_data_dir()
-    start, end = fill(settings, records, 1_000_000, time.time_ns() - 3_600_000_000_000)
+    start, end = fill_passthrough_window(settings, records, 1_000_000,
+                                         time.time_ns() - 3_600_000_000_000)
     app = App(settings)
     app.remember_pipeline(STREAM, load_pipeline(PIPELINE))
     catalog = Catalog.load(None, settings.data_dir, cwd=root)

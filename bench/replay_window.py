@@ -49,11 +49,13 @@ from typing import Any
 
 import psutil
 
-from bench.replay import PIPELINE, STREAM, fill
 from streamprov.app import App, Settings, replay_engine
 from streamprov.config import Catalog, Configuration
 from streamprov.replay import ReplayRequest
 from streamprov.runtime import load_pipeline
+from streamprov.testing import PASSTHROUGH_PIPELINE as PIPELINE
+from streamprov.testing import PASSTHROUGH_STREAM as STREAM
+from streamprov.testing import fill_passthrough_window
 
 GAP_NS = 1_000
 """Original gap between records (1 us)."""
@@ -70,7 +72,7 @@ _MB = 1 << 20
 def _fill_child(data_dir: str, records: int) -> tuple[int, int]:
     settings = Settings.resolve(Path(data_dir))
     settings.ensure_data_dir()
-    return fill(settings, records, GAP_NS, T0_NS)
+    return fill_passthrough_window(settings, records, GAP_NS, T0_NS)
 
 
 def _dir_bytes(path: Path) -> int:

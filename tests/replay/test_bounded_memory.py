@@ -27,9 +27,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from bench.replay import STREAM
 
 from streamprov.app import Settings
+from streamprov.testing import PASSTHROUGH_STREAM as STREAM
 
 SMALL = 300_000
 BIG = 1_200_000
@@ -47,7 +47,7 @@ pytestmark = pytest.mark.skipif(
 _FILL = """
 import json, sys
 from pathlib import Path
-from bench.replay import fill
+from streamprov.testing import fill_passthrough_window as fill
 from streamprov.app import Settings
 
 settings = Settings.resolve(Path(sys.argv[1]))
@@ -144,7 +144,7 @@ class Rebuilt:
 
 
 def _python(script: str, *args: object) -> Any:
-    """Run ``script`` in a fresh interpreter (from the project's root, so ``bench`` imports);
+    """Run ``script`` in a fresh interpreter (from the project's root);
     returns the JSON of its last line of output."""
     done = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=_ROOT,
                           capture_output=True, text=True, timeout=240, check=False)
