@@ -47,3 +47,15 @@ def test_a_record_that_is_not_one_json_value_fails_as_it_would_alone() -> None:
         eb.offsets = np.array([0, 8, len(bad)], dtype=np.int64)
         with pytest.raises(orjson.JSONDecodeError):
             eb.decode()
+
+
+def test_a_lean_batch_keeps_what_the_first_stage_reads() -> None:
+    n = len(PAYLOADS)
+    ids = np.arange(n, dtype=np.int64)
+    keys = [f"k{i}" for i in range(n)]
+    eb = EncodedBatch.encode(Batch("s", ids, PAYLOADS, keys), np.arange(n, dtype=np.uint64))
+    lean = eb.lean()
+    assert lean.hashes is None and lean.key_json is None
+    assert lean.keys == keys and lean.blob == eb.blob
+    assert lean.decode() == eb.decode()
+    assert lean.lean() is lean

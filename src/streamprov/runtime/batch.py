@@ -188,6 +188,14 @@ class EncodedBatch:
         bounds = o.tolist()
         return [orjson.loads(view[bounds[i] : bounds[i + 1]]) for i in range(len(bounds) - 1)]
 
+    def lean(self) -> EncodedBatch:
+        """As the first stage needs it: without what only routing and the stream log read
+        (routing hashes, keys as JSON), so there is less to send (a third of the pickling)."""
+        if self.hashes is None and self.key_json is None:
+            return self
+        return EncodedBatch(self.stream_id, self.record_ids, self.blob, self.offsets, None,
+                            self.keys, None, self.hops, self.replay_id)
+
     def take(self, idx: IntpArray) -> EncodedBatch:
         o = self.offsets
         starts, ends = o[idx], o[idx + 1]

@@ -134,7 +134,7 @@ class Outbox:
         if isinstance(item, Batch):
             item = WireBatch.of(item)
         elif self.lean and isinstance(item, EncodedBatch):
-            item = _lean(item)
+            item = item.lean()
         if tag == DATA and self.held is not None:
             self.held.append(item)
             return
@@ -162,15 +162,6 @@ class Outbox:
         self.release()
         while self.pending:
             settle(self.pending.popleft(), self.dest)
-
-
-def _lean(eb: EncodedBatch) -> EncodedBatch:
-    """An encoded batch as the first stage needs it: without what only routing and the stream
-    log read (routing hashes, keys as JSON), so less to serialize."""
-    if eb.hashes is None and eb.key_json is None:
-        return eb
-    return EncodedBatch(eb.stream_id, eb.record_ids, eb.blob, eb.offsets, None, eb.keys, None,
-                        eb.hops, eb.replay_id)
 
 
 def _hold_all(outboxes: list[Any]) -> None:

@@ -107,6 +107,10 @@ class Wiring:
         return f"{prefix}/{role}/{slot}"
 
 
+def _lean(batch: Batch | EncodedBatch) -> Batch | EncodedBatch:
+    return batch.lean() if isinstance(batch, EncodedBatch) else batch
+
+
 class Router:
     """Routes batches to the instances of one stage by key on a consistent-hash ring."""
 
@@ -121,7 +125,7 @@ class Router:
     def send(self, batch: Batch | EncodedBatch) -> None:
         members = self.ring.members
         if len(members) == 1:
-            self.inboxes[members[0]].put((DATA, batch))
+            self.inboxes[members[0]].put((DATA, _lean(batch)))
             return
         if isinstance(batch, EncodedBatch) and batch.hashes is not None:
             hashes = batch.hashes
@@ -133,10 +137,10 @@ class Router:
         for m in members:
             idx = np.flatnonzero(owners == m)
             if len(idx) == len(batch):
-                self.inboxes[m].put((DATA, batch))
+                self.inboxes[m].put((DATA, _lean(batch)))
                 return
             if len(idx):
-                self.inboxes[m].put((DATA, batch.take(idx)))
+                self.inboxes[m].put((DATA, _lean(batch.take(idx))))
 
     def reroute(self, members: tuple[int, ...]) -> None:
         """Switch to ``members``; say BYE to the instances no longer routed to."""
