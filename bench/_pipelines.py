@@ -84,12 +84,14 @@ def handwritten(records: int, batch: int = 1024, queue_batches: int = 8) -> Run:
     return Run(int(n), elapsed, dict(cpu.get() for _ in range(3)))
 
 
-def streamprov_run(records: int, root: Path, tag: str, *, provenance: bool = True) -> Run:
-    """The three-hop pipeline on the local runner, stores in ``root / tag``; seconds from all
-    nodes up to drained (every chain stored)."""
+def streamprov_run(records: int, root: Path, tag: str, *, provenance: bool = True,
+                   provenance_options: str = "") -> Run:
+    """The three-hop pipeline on the local runner, stores in ``root / tag`` (the provenance
+    store's URL ending in ``provenance_options``); seconds from all nodes up to drained (every
+    chain stored)."""
     runner = LocalRunner()
     dep = runner.start(three_hops(records, provenance=provenance),
-                       provenance_url=f"duckdb://{root / tag / 'prov.duckdb'}",
+                       provenance_url=f"duckdb://{root / tag / 'prov.duckdb'}{provenance_options}",
                        stream_log_url=f"duckdb://{root / tag / 'log.duckdb'}")
     result = dep.wait()
     cpu: dict[str, float] = {}

@@ -200,6 +200,29 @@ def test_writers_use_one_thread_readers_two_unless_the_url_says(tmp_path: Path) 
     writer.close()
 
 
+def test_the_url_can_store_uncompressed(tmp_path: Path) -> None:
+    chains = [chain(i, (i + 1) * SECOND) for i in range(3000)]
+
+    def compressions(url: str) -> set[str]:
+        store = open_provenance_store(url)
+        store.write(rows(chains))
+        store._con.execute("CHECKPOINT")  # type: ignore[attr-defined]
+        got = {r[0] for r in store._con.execute(  # type: ignore[attr-defined]
+            "SELECT DISTINCT compression FROM pragma_storage_info('provc_1') "
+            "WHERE segment_type <> 'VALIDITY'").fetchall()}
+        store.close()
+        reader = open_provenance_store(url, read_only=True)
+        assert [c for part in reader.iter_window("s1", 0, 2**62) for c in part] == chains
+        reader.close()
+        return got
+
+    plain = {"Uncompressed", "Constant"}  # (a column of one value stays one value)
+    assert compressions(f"duckdb://{tmp_path / 'a.duckdb'}?compression=none") <= plain
+    assert compressions(f"duckdb://{tmp_path / 'b.duckdb'}") - plain
+    with pytest.raises(StoreError, match="compression in the duckdb URL must be one of"):
+        open_stream_log(f"duckdb://{tmp_path / 'c.duckdb'}?compression=zstd")
+
+
 def test_appends_above_the_stored_ids_skip_the_check_and_still_add_nothing_twice(
         tmp_path: Path) -> None:
     url = f"duckdb://{tmp_path / 'streams.duckdb'}"
