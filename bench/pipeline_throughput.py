@@ -17,7 +17,7 @@ from bench._pipelines import Run, cpu_us_per_record, handwritten, streamprov_run
 
 def run(quick: bool) -> dict[str, Any]:
     records = 200_000 if quick else 1_000_000
-    rounds = 2 if quick else 3
+    rounds = 2 if quick else 5
     base_runs: list[Run] = []
     ours_runs: list[Run] = []
     with tempfile.TemporaryDirectory() as tmp:

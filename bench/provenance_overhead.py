@@ -15,7 +15,7 @@ from bench._pipelines import Run, cpu_us_per_record, streamprov_run
 
 def run(quick: bool) -> dict[str, Any]:
     records = 200_000 if quick else 1_000_000
-    rounds = 2 if quick else 3
+    rounds = 2 if quick else 5
     on: list[Run] = []
     off: list[Run] = []
     plain: list[Run] = []  # provenance on, its store uncompressed (?compression=none)
