@@ -94,11 +94,7 @@ def streamprov_run(records: int, root: Path, tag: str, *, provenance: bool = Tru
                        provenance_url=f"duckdb://{root / tag / 'prov.duckdb'}{provenance_options}",
                        stream_log_url=f"duckdb://{root / tag / 'log.duckdb'}")
     result = dep.wait()
-    cpu: dict[str, float] = {}
-    for node in result.nodes:
-        role = str(node["role"]).rsplit("-", 1)[0]  # (source-0, bump-1: by stage)
-        cpu[role] = cpu.get(role, 0.0) + float(node.get("cpuRunS", 0.0))
-    return Run(result.ingested, result.duration_s, cpu)
+    return Run(result.ingested, result.duration_s, result.cpu_s_by_role())
 
 
 def cpu_us_per_record(runs: list[Run]) -> dict[str, float]:

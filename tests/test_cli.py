@@ -35,6 +35,8 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "balances" in proc.stdout
     assert "p99" in proc.stdout
     assert "streamprov provenance show demo" in proc.stdout
+    cpu = next(line for line in proc.stdout.splitlines() if "CPU per record" in line)
+    assert all(f" {role} " in cpu for role in ("source", "ingest", "parse", "sink", "writer"))
     (d.parent / "demo.out").write_text(proc.stdout)
     return d
 

@@ -207,6 +207,12 @@ def _print_summary(summary: RunSummary, application: App, pipeline: Pipeline) ->
                   f" max {fmt_ns(lat.max_ns)} over {lat.count:,} chains")
     table.add_row("provenance", f"{summary.provenance_rows:,} hop rows written "
                   f"for {r.chains_written:,} chains")
+    cpu = r.cpu_s_by_role()
+    if cpu and r.ingested:
+        order = ["source", "ingest", *dict.fromkeys(st.name for st in pipeline.stages), "writer"]
+        per = {role: cpu[role] / r.ingested * 1e6 for role in order if role in cpu}
+        table.add_row("CPU per record", f"{sum(per.values()):,.1f} µs: "
+                      + ", ".join(f"{role} {us:,.1f}" for role, us in per.items()))
     s = application.settings
     table.add_row("stream log", s.stream_log_url)
     table.add_row("provenance store", s.provenance_url)

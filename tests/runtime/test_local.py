@@ -125,6 +125,10 @@ def test_every_node_reports_its_cpu_with_and_without_start_up(tmp_path: Path) ->
     for node in result.nodes:
         # (what the benchmarks' per-process CPU figures are made of)
         assert 0 < node["cpuRunS"] < node["cpuS"], node
+    by_role = result.cpu_s_by_role()
+    assert list(by_role) and set(by_role) == {"source", "ingest", "writer",
+                                              *(st.name for st in pipeline.stages)}
+    assert sum(by_role.values()) == pytest.approx(sum(n["cpuRunS"] for n in result.nodes))
 
 
 def test_operator_errors_fail_records_and_pipeline_goes_on(

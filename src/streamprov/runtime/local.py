@@ -118,6 +118,19 @@ class RunResult:
         """Ingested records per second of run time."""
         return self.ingested / self.duration_s if self.duration_s > 0 else 0.0
 
+    def cpu_s_by_role(self) -> dict[str, float]:
+        """CPU seconds the node processes used from when they were ready (start-up not
+        counted), by role: ``source`` (every source), ``ingest``, each stage by name (its
+        instances together), ``writer``. Empty where the processes do not report it."""
+        cpu: dict[str, float] = {}
+        for node in self.nodes:
+            if "cpuRunS" not in node:
+                continue
+            role = str(node.get("role", ""))
+            role = role.rsplit("-", 1)[0] if role not in ("ingest", "writer") else role
+            cpu[role] = cpu.get(role, 0.0) + float(node["cpuRunS"])
+        return cpu
+
 
 class _Crash(Exception):
     """A node process was killed by a signal (internal: the deployment restarts)."""
