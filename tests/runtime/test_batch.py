@@ -59,3 +59,34 @@ def test_a_lean_batch_keeps_what_the_first_stage_reads() -> None:
     assert lean.keys == keys and lean.blob == eb.blob
     assert lean.decode() == eb.decode()
     assert lean.lean() is lean
+
+
+def source_batch(node: str, first: int, n: int, error_ns: int = 0) -> EncodedBatch:
+    ids = np.arange(first, first + n, dtype=np.int64)
+    hop = HopColumn(node, ids * 10, ids % 5, error_ns)
+    payloads = [{"seq": i, "text": f"r{i}" * (i % 4)} for i in ids.tolist()]
+    keys = [f"u{i % 3}" for i in ids.tolist()]
+    return EncodedBatch.encode(Batch("s", ids, payloads, keys, None, [hop]),
+                               ids.astype(np.uint64))
+
+
+def test_batches_of_one_path_are_joined_in_order() -> None:
+    a1, b1, a2, a3 = (source_batch("p/source/0", 0, 5), source_batch("p/source/1", 100, 3),
+                      source_batch("p/source/0", 5, 4), source_batch("p/source/0", 9, 2))
+    stale = source_batch("p/source/0", 11, 2, error_ns=7)  # another error bound: apart
+    got = EncodedBatch.merged([a1, b1, a2.take(np.array([1, 2, 3], dtype=np.intp)), a3, stale])
+    assert [b.record_ids.tolist() for b in got] == [
+        [0, 1, 2, 3, 4, 6, 7, 8, 9, 10], [100, 101, 102], [11, 12]]
+    joined = got[0]
+    parts = [a1, a2.take(np.array([1, 2, 3], dtype=np.intp)), a3]
+    assert joined.decode().payloads == [p for b in parts for p in b.decode().payloads]
+    assert joined.keys == [k for b in parts for k in b.keys or []]
+    assert joined.key_json == [k for b in parts for k in b.key_json or []]
+    assert joined.hashes is not None
+    assert joined.hashes.tolist() == joined.record_ids.tolist()
+    [hop] = joined.hops
+    assert hop.node_id == "p/source/0" and hop.error_ns == 0
+    assert hop.ts_ns.tolist() == [i * 10 for i in joined.record_ids.tolist()]
+    assert hop.logical.tolist() == [i % 5 for i in joined.record_ids.tolist()]
+    assert got[1] is b1 and got[2] is stale  # (alone on their paths: as they were)
+    assert EncodedBatch.merged([]) == []

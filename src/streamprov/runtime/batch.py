@@ -196,6 +196,43 @@ class EncodedBatch:
         return EncodedBatch(self.stream_id, self.record_ids, self.blob, self.offsets, None,
                             self.keys, None, self.hops, self.replay_id)
 
+    @staticmethod
+    def merged(batches: Sequence[EncodedBatch]) -> list[EncodedBatch]:
+        """``batches`` with those that took the same path (stream, replay, hop nodes and
+        error bounds; keys, hashes and JSON keys present alike) joined into one batch each, in
+        the order of each path's first batch; a path's records stay in order.
+
+        The ingest forwards the batches of a group commit this way: a message between node
+        processes has a fixed cost, and four 1k-record batches cost the pipeline's processes
+        about 10 % more CPU than one of 4k."""
+        paths: dict[tuple[Any, ...], list[EncodedBatch]] = {}
+        for b in batches:
+            path = (b.stream_id, b.replay_id, tuple((h.node_id, h.error_ns) for h in b.hops),
+                    b.keys is None, b.hashes is None, b.key_json is None)
+            paths.setdefault(path, []).append(b)
+        return [group[0] if len(group) == 1 else EncodedBatch._join(group)
+                for group in paths.values()]
+
+    @staticmethod
+    def _join(group: list[EncodedBatch]) -> EncodedBatch:
+        first = group[0]
+        lengths = np.concatenate([np.diff(b.offsets) for b in group])
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        view = [memoryview(b.blob)[int(b.offsets[0]):int(b.offsets[-1])] for b in group]
+        hops = [HopColumn(h.node_id, np.concatenate([b.hops[k].ts_ns for b in group]),
+                          np.concatenate([b.hops[k].logical for b in group]), h.error_ns)
+                for k, h in enumerate(first.hops)]
+        return EncodedBatch(
+            first.stream_id, np.concatenate([b.record_ids for b in group]), b"".join(view),
+            offsets,
+            None if first.hashes is None else np.concatenate([b.hashes for b in group
+                                                              if b.hashes is not None]),
+            None if first.keys is None else [k for b in group for k in b.keys or []],
+            None if first.key_json is None else [k for b in group for k in b.key_json or []],
+            hops, first.replay_id,
+        )
+
     def take(self, idx: IntpArray) -> EncodedBatch:
         o = self.offsets
         starts, ends = o[idx], o[idx + 1]

@@ -154,10 +154,13 @@ class _Proc:
 class LocalRunner:
     """Starts pipelines as OS processes.
 
-    ``batch_size`` records per batch between processes; ``queue_batches`` bounds every inbox
-    (the memory a slow stage can make its producers hold back). ``max_restarts`` bounds the
-    restarts after node crashes; ``writer_buffer_rows`` and ``writer_outage_s`` how much the
-    provenance writer keeps, and how long it waits, while the store is unavailable.
+    ``batch_size`` records per batch from each source (the ingest forwards what one group
+    commit took from one source as one batch, up to 16k records: when the stream is busy,
+    batches after the ingest are larger, at no cost in latency); ``queue_batches`` bounds
+    every inbox (the memory a slow stage can make its producers hold back). ``max_restarts``
+    bounds the restarts after node crashes; ``writer_buffer_rows`` and ``writer_outage_s``
+    how much the provenance writer keeps, and how long it waits, while the store is
+    unavailable.
     """
 
     def __init__(self, *, batch_size: int = 1024, queue_batches: int = 8,

@@ -446,12 +446,14 @@ def run_ingest(w: Wiring, token: int, members: tuple[int, ...]) -> None:
                 if data and log is not None:
                     log.append(_log_rows(data))
                 logged += rows
+                for joined in EncodedBatch.merged([m[1] for m in msgs if m[0] == DATA]):
+                    router.send(joined)
                 finished = False
-                for m in msgs:
+                for m in msgs:  # (the group's records first: a control message comes last)
                     tag = m[0]
                     if tag == DATA:
-                        router.send(m[1])
-                    elif tag == FAILED:
+                        continue
+                    if tag == FAILED:
                         eb: EncodedBatch = m[1]
                         w.writer_inbox.put((CHAINS, ChainBatch(
                             eb.stream_id, eb.record_ids, eb.hops, Outcome.FAILED, None, m[2],
