@@ -94,14 +94,12 @@ class ChainBatch:
     ) -> ChainBatch:
         """The chains of ``batch``'s records (of those at positions ``idx`` when given:
         ``errors`` then has one message per position). Payloads and keys are not copied."""
-        if idx is None:
-            return cls(batch.stream_id, batch.record_ids, batch.hops, outcome, batch.branches,
-                       None if errors is None else list(errors), batch.replay_id)
-        return cls(
-            batch.stream_id, batch.record_ids[idx], [h.take(idx) for h in batch.hops], outcome,
-            None if batch.branches is None else batch.branches[idx],
-            None if errors is None else list(errors), batch.replay_id,
-        )
+        ids, hops, branches = batch.record_ids, batch.hops, batch.branches
+        if idx is not None:
+            ids, hops = ids[idx], [h.take(idx) for h in hops]
+            branches = None if branches is None else branches[idx]
+        return cls(batch.stream_id, ids, hops, outcome, branches,
+                   None if errors is None else list(errors), batch.replay_id)
 
     def __len__(self) -> int:
         return len(self.record_ids)

@@ -117,11 +117,10 @@ class Outbox:
     Between ``hold`` and ``release`` the batches put are sent as one ``push_many`` call
     (fewer, larger calls: a Ray call has a fixed cost well above a batch's copy)."""
 
-    def __init__(self, handle: Any, window: int, dest: str, *, lean: bool = False) -> None:
+    def __init__(self, handle: Any, window: int, dest: str) -> None:
         self.handle = handle
         self.window = window
         self.dest = dest
-        self.lean = lean
         self.pending: deque[Any] = deque()
         self.held: list[Any] | None = None
 
@@ -133,8 +132,6 @@ class Outbox:
         item = msg[1]
         if isinstance(item, Batch):
             item = WireBatch.of(item)
-        elif self.lean and isinstance(item, EncodedBatch):
-            item = item.lean()
         if tag == DATA and self.held is not None:
             self.held.append(item)
             return
@@ -378,7 +375,7 @@ def _add_handles(w: RayWiring, stage_index: int, outboxes: list[Any],
                  handles: dict[int, Any]) -> None:
     name = w.pipeline.stages[stage_index].name
     for slot, h in handles.items():
-        outboxes[slot] = Outbox(h, w.window, w.node_id(name, slot, ""), lean=stage_index == 0)
+        outboxes[slot] = Outbox(h, w.window, w.node_id(name, slot, ""))
 
 
 _RING, _STOP, _REDRIVE = "ring", "stop", "redrive"

@@ -123,6 +123,8 @@ class Router:
         self.ring = HashRing(self.name, members)
 
     def send(self, batch: Batch | EncodedBatch) -> None:
+        """Send ``batch`` on, split by owner; an encoded batch without what only routing and
+        the stream log read (``EncodedBatch.lean``)."""
         members = self.ring.members
         if len(members) == 1:
             self.inboxes[members[0]].put((DATA, _lean(batch)))
@@ -134,13 +136,14 @@ class Router:
         else:
             hashes = hash_ints(batch.record_ids)
         owners = self.ring.owners(hashes)
+        batch = _lean(batch)  # (before any split: a part needs no copy of what goes)
         for m in members:
             idx = np.flatnonzero(owners == m)
             if len(idx) == len(batch):
-                self.inboxes[m].put((DATA, _lean(batch)))
+                self.inboxes[m].put((DATA, batch))
                 return
             if len(idx):
-                self.inboxes[m].put((DATA, _lean(batch.take(idx))))
+                self.inboxes[m].put((DATA, batch.take(idx)))
 
     def reroute(self, members: tuple[int, ...]) -> None:
         """Switch to ``members``; say BYE to the instances no longer routed to."""

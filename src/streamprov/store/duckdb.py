@@ -484,37 +484,38 @@ _COMPACT_SCHEMA = pa.schema([
 """``PROVENANCE_SCHEMA`` as stored in the provenance file's compact tables."""
 
 
+def _translating(schema: pa.Schema, lookup: dict[str, str], *, to_codes: bool
+                 ) -> tuple[list[str], list[str]]:
+    """Select-list items for ``schema``'s columns read from ``p``, and the joins on
+    ``streamprov_names`` that turn each column ``lookup`` names into ``p``'s column it maps
+    to: a name into its code (``to_codes``) or a code into its name."""
+    want, have = ("code", "name") if to_codes else ("name", "code")
+    items: list[str] = []
+    joins: list[str] = []
+    for i, field in enumerate(schema):
+        source = lookup.get(field.name)
+        if source is None:
+            items.append(f"p.{field.name}")
+        else:
+            items.append(f"n{i}.{want} AS {field.name}")
+            joins.append(f"JOIN streamprov_names n{i} ON n{i}.{have} = p.{source}")
+    return items, joins
+
+
 def _view_sql(view: str, physical: str, stream_id: str) -> str:
     """The view that reads a compact table with the canonical columns."""
-    names = []
-    joins = []
-    for i, field in enumerate(PROVENANCE_SCHEMA):
-        if field.name == "stream_id":
-            names.append("'" + stream_id.replace("'", "''") + "' AS stream_id")
-            continue
-        code = _CODE_OF.get(field.name)
-        if code is None:
-            names.append(f"p.{field.name}")
-        else:
-            names.append(f"n{i}.name AS {field.name}")
-            joins.append(f"JOIN streamprov_names n{i} ON n{i}.code = p.{code}")
-    return (f"CREATE VIEW {view} AS SELECT {', '.join(names)} FROM {physical} p "
+    schema = PROVENANCE_SCHEMA.remove(PROVENANCE_SCHEMA.get_field_index("stream_id"))
+    items, joins = _translating(schema, _CODE_OF, to_codes=False)
+    literal = "'" + stream_id.replace("'", "''") + "' AS stream_id"  # (the first column)
+    return (f"CREATE VIEW {view} AS SELECT {', '.join([literal, *items])} FROM {physical} p "
             + " ".join(joins))
 
 
 def _compacting_sql(table: str, physical: str) -> str:
     """Copies a version 2 table's canonical rows into a compact table, names as codes (the
     inverse of ``_view_sql``), in hop-0 time order."""
-    columns = []
-    joins = []
-    for i, field in enumerate(_COMPACT_SCHEMA):
-        name = _CODED.get(field.name)
-        if name is None:
-            columns.append(f"p.{field.name}")
-        else:
-            columns.append(f"n{i}.code")
-            joins.append(f"JOIN streamprov_names n{i} ON n{i}.name = p.{name}")
-    return (f"INSERT INTO {physical} SELECT {', '.join(columns)} FROM {table} p "
+    items, joins = _translating(_COMPACT_SCHEMA, _CODED, to_codes=True)
+    return (f"INSERT INTO {physical} SELECT {', '.join(items)} FROM {table} p "
             f"{' '.join(joins)} ORDER BY p.origin_ts_ns, p.record_id, p.hop")
 
 
