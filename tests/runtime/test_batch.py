@@ -90,3 +90,10 @@ def test_batches_of_one_path_are_joined_in_order() -> None:
     assert hop.logical.tolist() == [i % 5 for i in joined.record_ids.tolist()]
     assert got[1] is b1 and got[2] is stale  # (alone on their paths: as they were)
     assert EncodedBatch.merged([]) == []
+
+
+def test_joined_batches_stay_within_the_bound() -> None:
+    parts = [source_batch("p/source/0", 10 * i, 10) for i in range(7)]
+    got = EncodedBatch.merged(parts, max_records=30)
+    assert [len(b) for b in got] == [30, 30, 10]  # (a bounded queue holds bounded records)
+    assert [i for b in got for i in b.record_ids.tolist()] == list(range(70))

@@ -195,21 +195,29 @@ class EncodedBatch:
                             self.keys, None, self.hops, self.replay_id)
 
     @staticmethod
-    def merged(batches: Sequence[EncodedBatch]) -> list[EncodedBatch]:
+    def merged(batches: Sequence[EncodedBatch],
+               max_records: int | None = None) -> list[EncodedBatch]:
         """``batches`` with those that took the same path (stream, replay, hop nodes and
-        error bounds; keys, hashes and JSON keys present alike) joined into one batch each, in
-        the order of each path's first batch; a path's records stay in order.
+        error bounds; keys, hashes and JSON keys present alike) joined, up to ``max_records``
+        records a batch (a batch is never split), in the order each joined batch was begun; a
+        path's records stay in order.
 
         The ingest forwards the batches of a group commit this way: a message between node
         processes has a fixed cost, and four 1k-record batches cost the pipeline's processes
-        about 10 % more CPU than one of 4k."""
-        paths: dict[tuple[Any, ...], list[EncodedBatch]] = {}
+        about 10 % more CPU than one of 4k. The bound keeps what a bounded queue can hold
+        proportional to the configured batch size."""
+        groups: list[list[EncodedBatch]] = []
+        open_group: dict[tuple[Any, ...], tuple[list[EncodedBatch], int]] = {}
         for b in batches:
             path = (b.stream_id, b.replay_id, tuple((h.node_id, h.error_ns) for h in b.hops),
                     b.keys is None, b.hashes is None, b.key_json is None)
-            paths.setdefault(path, []).append(b)
-        return [group[0] if len(group) == 1 else EncodedBatch._join(group)
-                for group in paths.values()]
+            group, records = open_group.get(path, (None, 0))
+            if group is None or (max_records is not None and records + len(b) > max_records):
+                group, records = [], 0
+                groups.append(group)
+            group.append(b)
+            open_group[path] = (group, records + len(b))
+        return [g[0] if len(g) == 1 else EncodedBatch._join(g) for g in groups]
 
     @staticmethod
     def _join(group: list[EncodedBatch]) -> EncodedBatch:

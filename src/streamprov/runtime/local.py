@@ -154,9 +154,9 @@ class _Proc:
 class LocalRunner:
     """Starts pipelines as OS processes.
 
-    ``batch_size`` records per batch from each source (the ingest forwards what one group
-    commit took from one source as one batch, up to 16k records: when the stream is busy,
-    batches after the ingest are larger, at no cost in latency); ``queue_batches`` bounds
+    ``batch_size`` records per batch from each source (the ingest joins up to four of a
+    source's batches from one group commit: when the stream is busy, batches after the ingest
+    are larger, at no cost in latency); ``queue_batches`` bounds
     every inbox (the memory a slow stage can make its producers hold back). ``max_restarts``
     bounds the restarts after node crashes; ``writer_buffer_rows`` and ``writer_outage_s``
     how much the provenance writer keeps, and how long it waits, while the store is

@@ -44,6 +44,11 @@ from streamprov.store import is_server_url
 
 DATA, FAILED, RING, BYE, DRAIN, CHAINS = range(6)
 
+JOIN_BATCHES = 4
+"""The ingest joins up to this many of a source's batches into one for the first stage
+(``EncodedBatch.merged``): fewer, larger messages, and inboxes that still hold a bounded
+number of records."""
+
 ClockFactory = Callable[[str], PhysicalClock]
 
 
@@ -449,7 +454,8 @@ def run_ingest(w: Wiring, token: int, members: tuple[int, ...]) -> None:
                 if data and log is not None:
                     log.append(_log_rows(data))
                 logged += rows
-                for joined in EncodedBatch.merged([m[1] for m in msgs if m[0] == DATA]):
+                for joined in EncodedBatch.merged([m[1] for m in msgs if m[0] == DATA],
+                                                  JOIN_BATCHES * w.batch_size):
                     router.send(joined)
                 finished = False
                 for m in msgs:  # (the group's records first: a control message comes last)
